@@ -1,0 +1,124 @@
+"""The `orbitos` command line.
+
+    orbitos world CONFIG [--hours H] [--step S] [--json] [--contact-plan FILE] [--limit N]
+    orbitos version
+
+Exit status: 0 on success, 2 for bad input (a malformed config, a bad option), with a message
+on stderr that names what is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+EXIT_BAD_INPUT = 2
+
+
+def _version() -> str:
+    try:
+        return metadata.version("orbitos")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orbitos", description="A distributed operating-system runtime for computing "
+                                    "satellite constellations.")
+    parser.add_argument("--version", action="version", version=f"orbitos {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    world = commands.add_parser(
+        "world", help="report a constellation's physical world: orbits, shadow, links, energy",
+        description="Propagate a constellation over a horizon and report, per satellite and in "
+                    "total: orbital period, eclipse fraction, ISL windows and mean latency, ground "
+                    "contacts, and the energy balance.")
+    world.add_argument("config", type=Path, help="constellation config (TOML)")
+    world.add_argument("--hours", type=float, default=3.0, help="horizon in hours (default 3)")
+    world.add_argument("--step", type=float, default=60.0, dest="step_s",
+                       help="time step in seconds (default 60)")
+    world.add_argument("--json", action="store_true", help="print one JSON object")
+    world.add_argument("--contact-plan", type=Path, metavar="FILE",
+                       help="also write the contact plan as JSON to FILE")
+    world.add_argument("--limit", type=int, default=40,
+                       help="satellite rows in the table (default 40; 0 for all)")
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"orbitos: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _format_table(report: dict[str, Any], limit: int, out: TextIO) -> None:
+    total = report["total"]
+    print(f"{report['config']}: {total['satellites']} satellites, {report['hours']:g} h from "
+          f"{report['start_utc']} at {report['step_s']:g} s steps", file=out)
+    header = (f"{'satellite':<10} {'period':>8} {'eclipse':>8} {'ISL':>4} {'ISL lat':>8} "
+              f"{'passes':>6} {'ground':>7} {'gen Wh':>9} {'used Wh':>9} {'min SoC':>8}")
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    rows = report["satellites"] if limit == 0 else report["satellites"][:limit]
+    for sat in rows:
+        latency = "-" if sat["isl_mean_latency_s"] is None else f"{sat['isl_mean_latency_s'] * 1e3:.2f}ms"
+        print(f"{sat['id']:<10} {sat['period_s'] / 60:>7.2f}m {sat['eclipse_fraction']:>8.3f} "
+              f"{sat['isl_windows']:>4d} {latency:>8} {sat['ground_contacts']:>6d} "
+              f"{sat['ground_minutes']:>6.1f}m {sat['energy_generated_wh']:>9.1f} "
+              f"{sat['energy_consumed_wh']:>9.1f} {sat['min_soc']:>8.3f}", file=out)
+    if len(rows) < len(report["satellites"]):
+        print(f"... {len(report['satellites']) - len(rows)} more (use --limit 0 or --json)", file=out)
+    print("-" * len(header), file=out)
+    latency = "-" if total["isl_mean_latency_s"] is None else f"{total['isl_mean_latency_s'] * 1e3:.2f}ms"
+    print(f"{'total':<10} {total['period_s'] / 60:>7.2f}m {total['eclipse_fraction']:>8.3f} "
+          f"{total['isl_windows']:>4d} {latency:>8} {total['ground_contacts']:>6d} "
+          f"{total['ground_minutes']:>6.1f}m {total['energy_generated_wh']:>9.1f} "
+          f"{total['energy_consumed_wh']:>9.1f} {total['min_soc']:>8.3f}", file=out)
+    print(f"contact plan: {total['contact_plan_windows']} directed windows; unserved load "
+          f"{total['energy_unserved_wh']:.1f} Wh; computed in "
+          f"{sum(report['timings_s'].values()):.2f} s", file=out)
+
+
+def cmd_world(args: argparse.Namespace, out: TextIO) -> int:
+    from sim_hw.constellation import load_constellation
+    from sim_hw.orbits import OrbitError
+    from sim_hw.spec_loading import ConfigError
+    from sim_hw.world import World, WorldError
+
+    if args.limit < 0:
+        return _fail(f"--limit must be >= 0, got {args.limit}")
+    try:
+        world = World(load_constellation(args.config), args.hours, args.step_s)
+    except (ConfigError, WorldError, OrbitError) as exc:
+        return _fail(str(exc))
+    report = world.report()
+    if args.contact_plan is not None:
+        try:
+            args.contact_plan.write_text(world.contact_plan.to_json())
+        except OSError as exc:
+            return _fail(f"cannot write contact plan to {args.contact_plan}: {exc.strerror}")
+    if args.json:
+        json.dump(report, out)
+        out.write("\n")
+    else:
+        _format_table(report, args.limit, out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.command == "world":
+        return cmd_world(args, out)
+    if args.command == "version":
+        print(f"orbitos {_version()}", file=out)
+        return 0
+    return _fail(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
