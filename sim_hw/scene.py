@@ -55,9 +55,9 @@ class GroundEvent:
 
 def _hash01(ix: NDArray, iy: NDArray, seed: int) -> NDArray:
     """Deterministic pseudo-random values in [0, 1) for integer lattice points (splitmix-style)."""
+    seed_mix = np.uint64((seed * 0x165667B19E3779F9) & 0xFFFFFFFFFFFFFFFF)
     h = (ix.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         ^ iy.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-         ^ np.uint64(seed) * np.uint64(0x165667B19E3779F9))
+         ^ iy.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F) ^ seed_mix)
     h ^= h >> np.uint64(31)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(29)

@@ -103,6 +103,9 @@ def _convert(tp: Any, value: Any, where: str, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [option for option in args if option is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message, with its full field path
+            return _convert(options[0], value, where, path)
         errors = []
         for option in args:
             if option is type(None):
