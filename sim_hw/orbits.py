@@ -162,6 +162,11 @@ class Ephemeris:
         return teme_to_ecef(self.r_teme_km, self.times_utc_s)[0]
 
     @cached_property
+    def v_ecef_km_s(self) -> NDArray[np.float64]:
+        """Earth-fixed velocity (relative to the rotating Earth), (N, T, 3)."""
+        return teme_to_ecef(self.r_teme_km, self.times_utc_s, self.v_teme_km_s)[1]
+
+    @cached_property
     def subsatellite(self) -> tuple[NDArray, NDArray, NDArray]:
         """Geodetic (lat_deg, lon_deg, alt_km), each (N, T)."""
         return ecef_to_geodetic(self.r_ecef_km)

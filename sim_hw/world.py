@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from sim_hw.clock import utc_datetime
 from sim_hw.constellation import Constellation
 from sim_hw.contact_plan import ContactPlan
+from sim_hw.faults import SaaExposure
 from sim_hw.geometry import illumination_fraction
 from sim_hw.links import build_contact_plan
 from sim_hw.orbits import Ephemeris, propagate
@@ -26,6 +27,7 @@ from sim_hw.power import integrate_fleet, solar_power_w
 from sim_hw.sun import sun_position_km
 
 HOUR_S = 3600.0
+MAX_SATELLITE_STEPS = 25_000_000  # ~0.6 GB per (N, T, 3) float64 array; a few are held at once
 
 
 class WorldError(ValueError):
@@ -62,6 +64,10 @@ class World:
         self.step_s = float(step_s)
         start = constellation.epoch_utc_s if start_utc_s is None else float(start_utc_s)
         steps = int(np.ceil(self.hours * HOUR_S / self.step_s))
+        if len(constellation) * (steps + 1) > MAX_SATELLITE_STEPS:
+            raise WorldError(f"{len(constellation)} satellites x {steps + 1} steps is more than "
+                             f"{MAX_SATELLITE_STEPS:,} satellite-steps; use a larger step or a "
+                             "shorter horizon")
         self.times_utc_s = start + np.minimum(np.arange(steps + 1) * self.step_s, self.hours * HOUR_S)
         self.timings_s: dict[str, float] = {}
 
@@ -93,6 +99,17 @@ class World:
         for row, profile in enumerate(self.constellation.profiles):
             groups.setdefault(id(profile), []).append(row)
         return [(np.array(rows), self.constellation.profiles[rows[0]]) for rows in groups.values()]
+
+    def saa_exposure(self, satellite_id: str) -> SaaExposure:
+        """Radiation exposure of one satellite along its track, for its storage model's upsets.
+
+        Raises KeyError for an unknown satellite.
+        """
+        row = self.ephemeris.index_of(satellite_id)
+        storage = self.constellation.profiles[row].storage
+        lat, lon, _ = self.ephemeris.subsatellite
+        return SaaExposure(self.times_utc_s, lat[row], lon[row],
+                           storage.saa_factor if storage is not None else 1.0)
 
     def eclipse_fraction(self) -> NDArray:
         """Fraction of the horizon in shadow per satellite (penumbra counts partly), trapezoid rule."""

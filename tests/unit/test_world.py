@@ -58,9 +58,30 @@ def test_energy_books_balance_for_every_satellite(world):
     assert energy.unserved_wh.max() == 0.0
 
 
+def test_storage_exposure_follows_the_track(world):
+    """Exposure days: 1 per day outside the SAA, saa_factor (10) inside; a 500 km SSO orbit
+    crosses the SAA a few times a day, so six hours give more than 0.25 effective days."""
+    exposure = world.saa_exposure("TB01")
+    t0, t1 = world.times_utc_s[0], world.times_utc_s[-1]
+    days = (t1 - t0) / 86_400.0
+    assert days < exposure(t0, t1) < 10 * days
+    assert 0.0 < exposure.saa_fraction < 0.3
+    with pytest.raises(KeyError, match="XX"):
+        world.saa_exposure("XX")
+
+
+def test_earth_fixed_velocity_is_slower_eastward(world):
+    """v_ecef = v_teme - omega x r: for a satellite the Earth-fixed speed differs from the
+    inertial one by at most omega |r| = 0.5 km/s."""
+    v_teme = np.linalg.norm(world.ephemeris.v_teme_km_s, axis=-1)
+    v_ecef = np.linalg.norm(world.ephemeris.v_ecef_km_s, axis=-1)
+    assert np.abs(v_teme - v_ecef).max() < 7.292e-5 * 6900.0
+    assert v_teme.mean() == pytest.approx(7.61, abs=0.02)  # sqrt(mu / a) at 500 km
+
+
 def test_bad_horizons_are_refused():
     constellation = load_constellation(THREE_BODY)
-    for hours, step in [(0, 60.0), (-1, 60.0), (1e6, 60.0), (1.0, 0.0), (1.0, "60")]:
+    for hours, step in [(0, 60.0), (-1, 60.0), (1e6, 60.0), (1.0, 0.0), (1.0, "60"), (720, 1.0)]:
         with pytest.raises(WorldError):
             World(constellation, hours, step)
 
