@@ -20,6 +20,7 @@ kernel) and a whole constellation at once (`integrate_fleet`, numpy over satelli
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -176,6 +177,8 @@ class PowerSystem:
         self.ledger = EnergyLedger()
         self.min_energy_wh = self.energy_wh
         self._loads: dict[str, float] = {}
+        self._pending: list[tuple[float, int, str, float]] = []  # heap of future load changes
+        self._sequence = 0
 
     @property
     def soc(self) -> float:
@@ -196,26 +199,59 @@ class PowerSystem:
         """Integrate up to t. Raises PowerModelError if t is before the current time."""
         if t < self.t:
             raise PowerModelError(f"power model time cannot go back from {self.t} to {t}")
+        self._apply_due_changes()
         while self.t < t:
             segment_end = min(t, self.generation.next_change_after(self.t))
+            if self._pending:
+                segment_end = min(segment_end, self._pending[0][0])
             self.energy_wh = integrate_segment(self.energy_wh, self.eps.battery,
                                                segment_end - self.t, self.generation_w(),
                                                self.load_w, self.ledger)
             self.min_energy_wh = min(self.min_energy_wh, self.energy_wh)
             self.t = segment_end
+            self._apply_due_changes()
 
-    def set_load(self, name: str, power_w: float, t: float) -> None:
-        """Integrate to t, then set load `name` to power_w (0 removes it).
+    def _apply_due_changes(self) -> None:
+        while self._pending and self._pending[0][0] <= self.t:
+            _, _, name, power_w = heapq.heappop(self._pending)
+            self._put(name, power_w)
 
-        Raises PowerModelError for a negative or non-finite power.
-        """
-        if not (isinstance(power_w, int | float) and np.isfinite(power_w) and power_w >= 0):
-            raise PowerModelError(f"load {name!r}: power must be a finite number >= 0 W, got {power_w!r}")
-        self.advance_to(t)
+    def _put(self, name: str, power_w: float) -> None:
         if power_w == 0:
             self._loads.pop(name, None)
         else:
             self._loads[name] = float(power_w)
+
+    @staticmethod
+    def _check_power(name: str, power_w: float) -> None:
+        if isinstance(power_w, bool) or not (isinstance(power_w, int | float)
+                                             and np.isfinite(power_w) and power_w >= 0):
+            raise PowerModelError(f"load {name!r}: power must be a finite number >= 0 W, got {power_w!r}")
+
+    def set_load(self, name: str, power_w: float, t: float) -> None:
+        """Integrate to t, then set load `name` to power_w (0 removes it).
+
+        Raises PowerModelError for a negative or non-finite power, or t in the past.
+        """
+        self._check_power(name, power_w)
+        self.advance_to(t)
+        self._put(name, power_w)
+
+    def pulse_load(self, name: str, power_w: float, start_utc_s: float, end_utc_s: float,
+                   rest_power_w: float) -> None:
+        """Load `name` draws power_w from start to end, then rest_power_w (a device busy for a
+        modelled duration, then idle). Start may lie in the future; a start in the past is taken
+        as now. Raises PowerModelError for a bad power or end before start.
+        """
+        self._check_power(name, power_w)
+        self._check_power(name, rest_power_w)
+        if end_utc_s < start_utc_s:
+            raise PowerModelError(f"load {name!r}: pulse ends ({end_utc_s}) before it starts ({start_utc_s})")
+        start = max(start_utc_s, self.t)
+        for when, power in ((start, power_w), (max(end_utc_s, start), rest_power_w)):
+            self._sequence += 1
+            heapq.heappush(self._pending, (when, self._sequence, name, float(power)))
+        self._apply_due_changes()
 
 
 def integrate_fleet(battery: BatterySpec, times_utc_s: NDArray, generation_w: NDArray,

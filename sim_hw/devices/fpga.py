@@ -31,7 +31,8 @@ class FpgaModel:
         self.spec = spec
         self.slots: list[Bitstream | None] = [None] * spec.slots
 
-    def _slot(self, slot: int) -> int:
+    def check_slot(self, slot: int) -> int:
+        """The slot number if it exists. Raises DeviceModelError otherwise."""
         check_count("slot", slot)
         if slot >= self.spec.slots:
             raise DeviceModelError(f"slot {slot} does not exist (slots 0..{self.spec.slots - 1})")
@@ -42,7 +43,7 @@ class FpgaModel:
 
         Raises DeviceModelError for a bad slot or a bitstream larger than a slot holds.
         """
-        self._slot(slot)
+        self.check_slot(slot)
         check_count("size_bytes", bitstream.size_bytes, 1)
         if bitstream.size_bytes > self.spec.max_bitstream_bytes:
             raise DeviceModelError(f"bitstream {bitstream.name!r} is {bitstream.size_bytes} B; a slot "
@@ -51,12 +52,16 @@ class FpgaModel:
         fraction = bitstream.size_bytes / self.spec.max_bitstream_bytes
         return DeviceCost(self.spec.reconfiguration_s * fraction, self.spec.reconfiguration_power_w)
 
+    def unload(self, slot: int) -> None:
+        """Empty a slot. Raises DeviceModelError for a bad slot."""
+        self.slots[self.check_slot(slot)] = None
+
     def run_cost(self, slot: int, ops: float) -> DeviceCost:
         """Cost of running the slot's kernel over `ops` operations.
 
         Raises DeviceModelError when the slot is empty or the size is bad.
         """
-        self._slot(slot)
+        self.check_slot(slot)
         if self.slots[slot] is None:
             raise DeviceModelError(f"slot {slot} has no bitstream loaded")
         ops = check_amount("ops", ops)

@@ -44,12 +44,13 @@ class StorageSpec:
 
 
 class _StoredBlock:
-    __slots__ = ("data", "written_at", "generation", "rng", "next_exposure", "flips",
+    __slots__ = ("data", "tag", "written_at", "generation", "rng", "next_exposure", "flips",
                  "scheduled_done")
 
     def __init__(self, data: bytes, written_at: float, generation: int, rng: np.random.Generator,
                  mean_gap_days: float) -> None:
         self.data = bytearray(data)
+        self.tag = b""
         self.written_at = written_at
         self.generation = generation
         self.rng = rng
@@ -92,8 +93,12 @@ class StorageModel:
         return DeviceCost(self.spec.access_latency_s + nbytes / self.spec.write_bytes_per_s,
                           self.spec.active_power_w)
 
-    def write_block(self, index: int, data: bytes, t: float) -> DeviceCost:
-        """Store exactly one block at time t. Raises DeviceModelError for a bad index or size."""
+    def write_block(self, index: int, data: bytes, t: float, tag: bytes = b"") -> DeviceCost:
+        """Store exactly one block at time t, with an optional protection tag kept beside it
+        (as NVMe end-to-end protection information; the driver puts its CRC32C there).
+
+        Raises DeviceModelError for a bad index or size.
+        """
         self._index(index)
         if not isinstance(data, bytes | bytearray | memoryview) or len(data) != self.spec.block_bytes:
             raise DeviceModelError(f"a block write takes exactly {self.spec.block_bytes} bytes, got "
@@ -102,6 +107,7 @@ class StorageModel:
         self._generations[index] = generation
         rng = np.random.default_rng([self.seed, index, generation])
         stored = _StoredBlock(bytes(data), float(t), generation, rng, self._mean_gap_days)
+        stored.tag = bytes(tag)
         # Scheduled flips before this write hit the old contents, not these.
         stored.scheduled_done = sum(1 for when, _ in self._scheduled.get(index, ()) if when <= t)
         self._blocks[index] = stored
@@ -119,6 +125,25 @@ class StorageModel:
             return bytes(self.spec.block_bytes), cost
         self._apply_upsets(index, stored, t)
         return bytes(stored.data), cost
+
+    def tag(self, index: int) -> bytes:
+        """The protection tag written with a block (empty if never written)."""
+        stored = self._blocks.get(self._index(index))
+        return b"" if stored is None else stored.tag
+
+    def inject_flip(self, index: int, bit: int) -> None:
+        """Flip one stored bit now (a test's or a fault script's upset).
+
+        Raises DeviceModelError for a bad index, a bit past the block, or a block never written.
+        """
+        self._index(index)
+        check_count("bit", bit)
+        if bit >= self.spec.block_bytes * 8:
+            raise DeviceModelError(f"bit {bit} is past the end of a {self.spec.block_bytes}-byte block")
+        stored = self._blocks.get(index)
+        if stored is None:
+            raise DeviceModelError(f"block {index} holds no data to flip")
+        self._flip(stored, bit)
 
     def flips_in_block(self, index: int) -> int:
         stored = self._blocks.get(index)

@@ -1,0 +1,166 @@
+"""The catalogue of device operations, and the one place their arguments are checked.
+
+Both sides use it: a driver checks a call before it leaves (bad input never travels) and the
+device side (the in-process hardware, the device server) checks again, because a bridge or an
+external client may send anything. A check returns the arguments with defaults filled in, or
+raises `OpError` with an errno name and a message naming the device kind, the operation and the
+argument.
+
+Every device kind has `probe` and `status`; the rest are listed in `OPERATIONS` and documented in
+`docs/hil-protocol.md`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # one laser frame or storage write at most
+DEVICE_KINDS = ("gpu", "fpga", "laser", "storage", "imager", "eps")
+
+
+class OpError(Exception):
+    """A device operation refused or failed. `code` is an errno name (EINVAL, ENOMEM, EIO...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: its kind (int, number, str, bytes, bool, map, list), whether it is required,
+    its default, and bounds (numbers: value; str and bytes: length)."""
+
+    kind: str
+    required: bool = True
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _optional(kind: str, default: Any = None, **bounds: Any) -> Arg:
+    return Arg(kind, required=False, default=default, **bounds)
+
+
+_BLOCK = Arg("int", minimum=0)
+_BYTES = Arg("bytes", maximum=MAX_PAYLOAD_BYTES)
+COMMON: dict[str, dict[str, Arg]] = {"probe": {}, "status": {}, "info": {}}
+OPERATIONS: dict[str, dict[str, dict[str, Arg]]] = {
+    "gpu": {
+        "alloc": {"nbytes": Arg("int", minimum=1)},
+        "free": {"handle": Arg("int", minimum=1)},
+        "run": {"kernel": Arg("str", maximum=64), "inputs": Arg("map"),
+                "params": _optional("map", {}),
+                "precision": _optional("str", "fp32", choices=("int8", "fp16", "fp32"))},
+    },
+    "fpga": {
+        "load": {"slot": Arg("int", minimum=0), "manifest": Arg("map"), "bitstream": _BYTES},
+        "unload": {"slot": Arg("int", minimum=0)},
+        "run": {"slot": Arg("int", minimum=0), "inputs": Arg("map"), "params": _optional("map", {})},
+    },
+    "laser": {
+        "point": {"peer": Arg("str", minimum=1, maximum=64)},
+        "release": {},
+        "send": {"data": _BYTES},
+        "recv": {},
+        "stats": {},
+        "medium_take": {"max_frames": _optional("int", 1000, minimum=1, maximum=100_000)},
+        "medium_deliver": {"data": _BYTES},
+    },
+    "storage": {
+        "read_block": {"block": _BLOCK},
+        "write_block": {"block": _BLOCK, "data": _BYTES, "tag": _optional("bytes", b"", maximum=64)},
+        "flush": {},
+        "inject_bit_flip": {"block": _BLOCK, "bit": Arg("int", minimum=0)},
+    },
+    "imager": {
+        "capture": {"pixels": _optional("int", None, minimum=1, maximum=4096)},
+    },
+    "eps": {
+        "set_load": {"name": Arg("str", minimum=1, maximum=64), "power_w": Arg("number", minimum=0.0)},
+    },
+}
+
+
+def operations_of(kind: str) -> dict[str, dict[str, Arg]]:
+    """Every operation of a device kind. Raises OpError(ENODEV) for an unknown kind."""
+    if kind not in OPERATIONS:
+        raise OpError("ENODEV", f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")
+    return {**COMMON, **OPERATIONS[kind]}
+
+
+def check_args(kind: str, op: Any, args: Any) -> dict[str, Any]:
+    """The checked arguments of `op` on a device of `kind`, defaults filled in.
+
+    Raises OpError: EINVAL for an unknown operation, a missing, unknown or mistyped argument, or
+    one out of range; ENODEV for an unknown kind.
+    """
+    table = operations_of(kind)
+    if not isinstance(op, str) or op not in table:
+        raise OpError("EINVAL", f"{kind}: unknown operation {op!r}; known: {', '.join(sorted(table))}")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise OpError("EINVAL", f"{kind}.{op}: arguments must be a map, got {type(args).__name__}")
+    spec = table[op]
+    unknown = [name for name in args if name not in spec]
+    if unknown:
+        raise OpError("EINVAL", f"{kind}.{op}: unknown argument {unknown[0]!r}; "
+                                f"takes {', '.join(spec) or 'none'}")
+    checked: dict[str, Any] = {}
+    for name, arg in spec.items():
+        if name not in args or args[name] is None:
+            if arg.required:
+                raise OpError("EINVAL", f"{kind}.{op}: missing argument {name!r}")
+            checked[name] = arg.default
+            continue
+        checked[name] = _check_value(f"{kind}.{op}: argument {name!r}", arg, args[name])
+    return checked
+
+
+def _check_value(where: str, arg: Arg, value: Any) -> Any:
+    kind = arg.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise OpError("EINVAL", f"{where} must be an integer, got {value!r}")
+        value = int(value)
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) \
+                or not math.isfinite(float(value)):
+            raise OpError("EINVAL", f"{where} must be a finite number, got {value!r}")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise OpError("EINVAL", f"{where} must be a string, got {type(value).__name__}")
+    elif kind == "bytes":
+        if isinstance(value, bytearray | memoryview):
+            value = bytes(value)
+        if not isinstance(value, bytes):
+            raise OpError("EINVAL", f"{where} must be bytes, got {type(value).__name__}")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise OpError("EINVAL", f"{where} must be true or false, got {value!r}")
+    elif kind == "map":
+        if not isinstance(value, dict):
+            raise OpError("EINVAL", f"{where} must be a map, got {type(value).__name__}")
+    elif kind == "list":
+        if not isinstance(value, list | tuple):
+            raise OpError("EINVAL", f"{where} must be a list, got {type(value).__name__}")
+    if arg.choices and value not in arg.choices:
+        raise OpError("EINVAL", f"{where} must be one of {', '.join(arg.choices)}, got {value!r}")
+    if kind in ("int", "number", "str", "bytes"):
+        sized = kind in ("str", "bytes")
+        measure = len(value) if sized else value
+        unit = " bytes" if kind == "bytes" else (" characters" if kind == "str" else "")
+        if arg.minimum is not None and measure < arg.minimum:
+            what = f"at least {arg.minimum:g}{unit} long" if sized else f">= {arg.minimum:g}"
+            raise OpError("EINVAL", f"{where} must be {what}, got {measure if sized else value!r}"
+                                    f"{unit if sized else ''}")
+        if arg.maximum is not None and measure > arg.maximum:
+            raise OpError("EINVAL", f"{where} is {measure}{unit}; at most {arg.maximum:g}{unit}")
+    return value

@@ -1,0 +1,379 @@
+"""The simulated hardware of one satellite: every device of its profile, answering operations.
+
+`SatelliteHardware.call(device, op, args, t)` is what a board would do with a command received at
+simulation time t: check the arguments (`device_ops`), do the work (real numpy computation for
+GPU and FPGA kernels, real bits for storage, a real tile for the imager), and say how long the
+caller must wait and what the device drew meanwhile (`OpResult`). It never sleeps: the driver
+waits on its clock. The local backend calls it in-process; the device server calls it for
+clients over TCP.
+
+Devices queue: an operation that arrives while its device is busy starts when the device frees,
+and the wait includes the queueing. Every device's draw goes to the satellite's EPS
+(`PowerSystem`): idle draw always, active draw over each operation's busy interval, laser
+terminals at full draw while pointed. Device failures from the fault schedule make a device
+answer EIO until it is repaired. Calls are serialised; time never runs backwards (a call stamped
+earlier than the last one is taken at the last one's time).
+
+Errors: `OpError` with an errno name (EINVAL, ENODEV, ENOMEM, EIO, ENOTCONN, ENOSPC).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, run_kernel
+from sim_hw.device_ops import OpError, check_args
+from sim_hw.devices.cost import DeviceCost, DeviceModelError
+from sim_hw.devices.fpga import Bitstream, FpgaModel
+from sim_hw.devices.gpu import GpuModel
+from sim_hw.devices.imager import ImagerModel
+from sim_hw.devices.laser import LaserTerminalModel
+from sim_hw.devices.storage import StorageModel
+from sim_hw.faults import FaultSchedule
+from sim_hw.power import PowerSystem
+from sim_hw.profile import HardwareProfile
+from sim_hw.track import SatelliteTrack
+
+RX_QUEUE_FRAMES = 1024
+TX_QUEUE_FRAMES = 1024
+_DEVICE_NAME = re.compile(r"^([a-z]+)(\d+)$")
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """value: the answer (msgpack-able); wait_s: simulated seconds the caller waits (queueing
+    plus work); busy_s and power_w: the device's work time and draw; energy_j = busy_s x power_w."""
+
+    value: Any
+    wait_s: float = 0.0
+    busy_s: float = 0.0
+    power_w: float = 0.0
+
+    @property
+    def energy_j(self) -> float:
+        return self.busy_s * self.power_w
+
+
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(spec).items()}
+
+
+class _Terminal:
+    def __init__(self, model: LaserTerminalModel) -> None:
+        self.model = model
+        self.tx: deque[dict[str, Any]] = deque()
+        self.rx: deque[bytes] = deque()
+        self.stats = {"frames_sent": 0, "bytes_sent": 0, "frames_received": 0, "bytes_received": 0,
+                      "acquisitions": 0, "rx_dropped": 0, "tx_dropped": 0}
+
+
+class SatelliteHardware:
+    """All devices of one satellite, from its profile, on its track, with its faults."""
+
+    def __init__(self, profile: HardwareProfile, satellite_id: str = "SAT",
+                 track: SatelliteTrack | None = None, faults: FaultSchedule | None = None,
+                 start_utc_s: float | None = None, scene_seed: int = 0) -> None:
+        if track is None:
+            track = SatelliteTrack.reference(satellite_id, 0.0 if start_utc_s is None else start_utc_s)
+        self.profile = profile
+        self.satellite_id = satellite_id
+        self.track = track
+        self.start_utc_s = float(track.times_utc_s[0] if start_utc_s is None else start_utc_s)
+        self.faults = faults or FaultSchedule(0, ())
+        self._lock = threading.Lock()
+        self._last_t = self.start_utc_s
+        self.power = PowerSystem(profile.eps, track.generation_profile(profile.eps.solar_array),
+                                 self.start_utc_s)
+        self.gpu = GpuModel(profile.gpu) if profile.gpu else None
+        self.fpga = FpgaModel(profile.fpga) if profile.fpga else None
+        self._fpga_kernels: dict[int, str] = {}
+        self.storage = None
+        if profile.storage:
+            self.storage = StorageModel(profile.storage, self.faults.storage_seed(satellite_id),
+                                        track.saa_exposure(profile.storage.saa_factor),
+                                        self.faults.scheduled_bit_flips(satellite_id))
+        self.imager = ImagerModel(profile.imager, scene_seed) if profile.imager else None
+        self.terminals = [_Terminal(LaserTerminalModel(profile.laser))
+                          for _ in range(profile.laser.terminals)]
+        self.device_names = profile.device_names()
+        self._busy_until = dict.fromkeys(self.device_names, self.start_utc_s)
+        self._failures: dict[str, list[tuple[float, float]]] = {}
+        for event in self.faults.for_satellite(satellite_id):
+            if event.kind == "device_failure":
+                self._failures.setdefault(event.target, []).append(
+                    (event.time, event.time + event.duration_s))
+        for name in self.device_names:
+            idle = self.idle_power_w(name)
+            if idle:
+                self.power.set_load(name, idle, self.start_utc_s)
+
+    # -- device table ---------------------------------------------------------------------------
+    def kind_of(self, device: Any) -> str:
+        """Raises OpError(ENODEV) for a device this satellite does not have."""
+        if not isinstance(device, str) or device not in self._busy_until:
+            raise OpError("ENODEV", f"no device {device!r} on {self.satellite_id}; devices: "
+                                    f"{', '.join(self.device_names)}")
+        return _DEVICE_NAME.match(device).group(1)
+
+    def idle_power_w(self, device: str) -> float:
+        kind = _DEVICE_NAME.match(device).group(1)
+        if kind == "laser":
+            return self.profile.laser.idle_power_w
+        spec = getattr(self.profile, kind, None)
+        return float(getattr(spec, "idle_power_w", 0.0)) if spec is not None else 0.0
+
+    def _failed_until(self, device: str, t: float) -> float | None:
+        for start, end in self._failures.get(device, ()):
+            if start <= t < end:
+                return end
+        return None
+
+    # -- the one entry point --------------------------------------------------------------------
+    def call(self, device: Any, op: Any, args: Any, t: Any) -> OpResult:
+        """Run one operation at simulation time t (UTC POSIX s).
+
+        Raises OpError: ENODEV (no such device), EINVAL (bad operation or arguments), EIO (the
+        device has failed, or a storage read of a failed block), ENOMEM, ENOTCONN, and so on.
+        """
+        kind = self.kind_of(device)
+        args = check_args(kind, op, args)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not np.isfinite(t):
+            raise OpError("EINVAL", f"{device}.{op}: time must be a finite number of UTC seconds, got {t!r}")
+        with self._lock:
+            t = max(float(t), self._last_t)
+            self._last_t = t
+            self.power.advance_to(t)
+            repaired = self._failed_until(device, t)
+            if repaired is not None and op not in ("probe", "status", "info"):
+                raise OpError("EIO", f"{device}: device has failed; repair expected at t={repaired:.0f}")
+            handler: Callable[..., tuple[Any, DeviceCost | None]] = getattr(
+                self, f"_{kind}_{op}", None) or getattr(self, f"_common_{op}")
+            try:
+                value, cost = handler(device, args, t)
+            except DeviceModelError as exc:
+                raise OpError("EINVAL", f"{device}.{op}: {exc}") from None
+            except KernelError as exc:
+                raise OpError("EINVAL", f"{device}.{op}: {exc}") from None
+            if cost is None or cost.duration_s == 0.0:
+                return OpResult(value)
+            # Waits are computed as offsets: absolute times near 1.8e9 s resolve only 0.24 us.
+            queue_s = max(0.0, self._busy_until[device] - t)
+            self._busy_until[device] = t + queue_s + cost.duration_s
+            rest = self.profile.laser.power_w if kind == "laser" else self.idle_power_w(device)
+            self.power.pulse_load(device, cost.power_w, t + queue_s, self._busy_until[device], rest)
+            return OpResult(value, queue_s + cost.duration_s, cost.duration_s, cost.power_w)
+
+    # -- common operations ----------------------------------------------------------------------
+    def _common_probe(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        return {"device": device, "kind": self.kind_of(device), "satellite": self.satellite_id,
+                "profile": self.profile.name}, None
+
+    def _common_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        failed = self._failed_until(device, t)
+        busy = self._busy_until[device] > t
+        state = "failed" if failed is not None else ("busy" if busy else "idle")
+        return {"state": state, "power_w": self.power.loads.get(device, 0.0),
+                "busy_until_utc_s": max(self._busy_until[device], t),
+                "repair_utc_s": failed}, None
+
+    def _common_info(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        kind = self.kind_of(device)
+        spec = self.profile.laser if kind == "laser" else getattr(self.profile, kind, None)
+        info: dict[str, Any] = {"device": device, "kind": kind}
+        if kind == "eps":
+            info.update(_spec_dict(self.profile.eps.battery), baseline_power_w=self.profile.eps.baseline_power_w)
+        elif spec is not None:
+            info.update(_spec_dict(spec))
+        if kind == "gpu":
+            info.update(free_bytes=self.gpu.free_bytes, kernels=sorted(KERNELS))
+        if kind == "storage":
+            info.update(blocks=self.storage.spec.blocks)
+        if kind == "imager":
+            info.update(tile_pixels=self.imager.spec.tile_pixels)
+        return info, None
+
+    # -- gpu ------------------------------------------------------------------------------------
+    def _gpu_alloc(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        try:
+            return {"handle": self.gpu.allocate(args["nbytes"])}, None
+        except DeviceModelError as exc:
+            raise OpError("ENOMEM", f"{device}.alloc: {exc}") from None
+
+    def _gpu_free(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        self.gpu.free(args["handle"])
+        return {}, None
+
+    def _gpu_run(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        needed = input_bytes(args["inputs"])
+        if needed > self.gpu.free_bytes:
+            raise OpError("ENOMEM", f"{device}.run: inputs need {needed} B of device memory, "
+                                    f"{self.gpu.free_bytes} B free")
+        output, ops = run_kernel(args["kernel"], args["inputs"], args["params"])
+        if needed + output.nbytes > self.gpu.free_bytes:
+            raise OpError("ENOMEM", f"{device}.run: inputs and output need {needed + output.nbytes} B, "
+                                    f"{self.gpu.free_bytes} B free")
+        return {"output": output, "ops": ops}, self.gpu.compute_cost(ops, args["precision"])
+
+    # -- fpga -----------------------------------------------------------------------------------
+    def _fpga_load(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        manifest = args["manifest"]
+        bitstream = args["bitstream"]
+        required = {"name": str, "kernel": str, "size_bytes": int, "sha256": str}
+        for field, kind in required.items():
+            if not isinstance(manifest.get(field), kind) or isinstance(manifest.get(field), bool):
+                raise OpError("EINVAL", f"{device}.load: manifest field {field!r} must be a "
+                                        f"{kind.__name__}, got {manifest.get(field)!r}")
+        if manifest["kernel"] not in KERNELS:
+            raise OpError("EINVAL", f"{device}.load: manifest names unknown kernel "
+                                    f"{manifest['kernel']!r}; known: {', '.join(sorted(KERNELS))}")
+        if manifest["size_bytes"] != len(bitstream):
+            raise OpError("EINVAL", f"{device}.load: manifest says {manifest['size_bytes']} B, "
+                                    f"bitstream is {len(bitstream)} B")
+        digest = hashlib.sha256(bitstream).hexdigest()
+        if manifest["sha256"].lower() != digest:
+            raise OpError("EINVAL", f"{device}.load: bitstream SHA-256 {digest} does not match the "
+                                    f"manifest's {manifest['sha256']}")
+        cost = self.fpga.load(args["slot"], Bitstream(manifest["name"], len(bitstream)))
+        self._fpga_kernels[args["slot"]] = manifest["kernel"]
+        return {"slot": args["slot"], "name": manifest["name"]}, cost
+
+    def _fpga_unload(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        self.fpga.unload(args["slot"])
+        self._fpga_kernels.pop(args["slot"], None)
+        return {}, None
+
+    def _fpga_run(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        slot = self.fpga.check_slot(args["slot"])
+        if self.fpga.slots[slot] is None:
+            raise OpError("EINVAL", f"{device}.run: slot {slot} has no bitstream loaded")
+        output, ops = run_kernel(self._fpga_kernels[slot], args["inputs"], args["params"])
+        return {"output": output, "ops": ops}, self.fpga.run_cost(slot, ops)
+
+    def _fpga_info(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        info, _ = self._common_info(device, args, t)
+        info["loaded"] = [None if b is None else {"name": b.name, "kernel": self._fpga_kernels[i]}
+                          for i, b in enumerate(self.fpga.slots)]
+        return info, None
+
+    # -- laser ----------------------------------------------------------------------------------
+    def _terminal(self, device: str) -> _Terminal:
+        return self.terminals[int(device.removeprefix("laser"))]
+
+    def _laser_point(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        terminal = self._terminal(device)
+        terminal.model.point(args["peer"], t)
+        terminal.stats["acquisitions"] += 1
+        self.power.set_load(device, self.profile.laser.power_w, t)
+        status = terminal.model.status(t)
+        return {"state": status.state, "peer": status.peer, "data_from_utc_s": status.data_from_utc_s}, None
+
+    def _laser_release(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        self._terminal(device).model.release()
+        self.power.set_load(device, self.profile.laser.idle_power_w, t)
+        return {"state": "idle"}, None
+
+    def _laser_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        value, _ = self._common_status(device, args, t)
+        link = self._terminal(device).model.status(t)
+        value.update(link_state=link.state, peer=link.peer, data_from_utc_s=link.data_from_utc_s)
+        return value, None
+
+    def _laser_send(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        terminal = self._terminal(device)
+        status = terminal.model.status(t)
+        if status.state != "linked":
+            detail = (f"acquiring {status.peer} until t={status.data_from_utc_s:.3f}"
+                      if status.state == "acquiring" else "not pointed at any peer")
+            raise OpError("ENOTCONN", f"{device}.send: no link ({detail})")
+        if len(terminal.tx) >= TX_QUEUE_FRAMES:
+            terminal.stats["tx_dropped"] += 1
+            raise OpError("EAGAIN", f"{device}.send: transmit queue full ({TX_QUEUE_FRAMES} frames)")
+        cost = terminal.model.transmit_cost(len(args["data"]), t)
+        terminal.tx.append({"peer": status.peer, "data": args["data"], "sent_utc_s": t})
+        terminal.stats["frames_sent"] += 1
+        terminal.stats["bytes_sent"] += len(args["data"])
+        return {"bytes": len(args["data"]), "peer": status.peer}, cost
+
+    def _laser_recv(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        terminal = self._terminal(device)
+        if not terminal.rx:
+            return {"data": None}, None
+        data = terminal.rx.popleft()
+        terminal.stats["frames_received"] += 1
+        terminal.stats["bytes_received"] += len(data)
+        return {"data": data}, None
+
+    def _laser_stats(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        terminal = self._terminal(device)
+        return {**terminal.stats, "tx_queued": len(terminal.tx), "rx_queued": len(terminal.rx)}, None
+
+    def _laser_medium_take(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        terminal = self._terminal(device)
+        frames = [terminal.tx.popleft() for _ in range(min(args["max_frames"], len(terminal.tx)))]
+        return {"frames": frames}, None
+
+    def _laser_medium_deliver(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        terminal = self._terminal(device)
+        if len(terminal.rx) >= RX_QUEUE_FRAMES:
+            terminal.stats["rx_dropped"] += 1
+            return {"accepted": False}, None
+        terminal.rx.append(args["data"])
+        return {"accepted": True}, None
+
+    # -- storage --------------------------------------------------------------------------------
+    def _storage_read_block(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        data, cost = self.storage.read_block(args["block"], t)
+        return {"data": data, "tag": self.storage.tag(args["block"])}, cost
+
+    def _storage_write_block(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        block_bytes = self.storage.spec.block_bytes
+        if len(args["data"]) != block_bytes:
+            raise OpError("EINVAL", f"{device}.write_block: a block is {block_bytes} bytes, "
+                                    f"got {len(args['data'])}")
+        if args["block"] >= self.storage.spec.blocks:
+            raise OpError("ENOSPC", f"{device}.write_block: block {args['block']} is past the end "
+                                    f"({self.storage.spec.blocks} blocks)")
+        return {}, self.storage.write_block(args["block"], args["data"], t, args["tag"])
+
+    def _storage_flush(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        return {}, None
+
+    def _storage_inject_bit_flip(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        self.storage.inject_flip(args["block"], args["bit"])
+        return {}, None
+
+    # -- imager ---------------------------------------------------------------------------------
+    def _imager_capture(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+        lat, lon = self.track.subsatellite(t)
+        tile = self.imager.capture(lat, lon, t, self.faults.ground_events, args["pixels"])
+        return {"reflectance": tile.reflectance, "truth": tile.truth, "lat_deg": lat,
+                "lon_deg": lon, "time_utc_s": t, "bands": list(tile.bands),
+                "gsd_m": tile.gsd_m}, self.imager.capture_cost()
+
+    # -- eps ------------------------------------------------------------------------------------
+    def _eps_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        battery = self.profile.eps.battery
+        ledger = self.power.ledger
+        eclipse = self.track.next_eclipse(t)
+        return {"state": "ok", "soc": self.power.soc, "energy_wh": self.power.energy_wh,
+                "capacity_wh": battery.capacity_wh, "reserve_fraction": battery.reserve_fraction,
+                "critical_fraction": battery.critical_fraction,
+                "generation_w": self.power.generation_w(), "load_w": self.power.load_w,
+                "loads_w": self.power.loads, "illumination": self.track.illumination_at(t),
+                "in_eclipse": self.track.illumination_at(t) < 0.5,
+                "next_eclipse_utc_s": None if eclipse is None else list(eclipse),
+                "generated_wh": float(ledger.generated_wh), "consumed_wh": float(ledger.consumed_wh),
+                "spilled_wh": float(ledger.spilled_wh), "unserved_wh": float(ledger.unserved_wh),
+                "power_w": 0.0}, None
+
+    def _eps_set_load(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+        name = f"ext:{args['name']}"
+        self.power.set_load(name, args["power_w"], t)
+        return {"load": name, "power_w": args["power_w"]}, None
