@@ -1,4 +1,7 @@
-"""drivers: one interface per device class over local, remote (device server) and native backends.
+"""drivers: one interface per device class over local, remote and native backends.
 
-Not built yet: see the drivers issue. Imports only sim_hw.
+`DeviceTree.build(profile, clock, backends)` binds every device of a hardware profile to its
+driver (`GpuDriver`, `FpgaDriver`, `LaserDriver`, `StorageDriver`, `ImagerDriver`, `EpsDriver`)
+and a transport (`LocalTransport`, `TcpTransport`, `NativeStorageTransport`,
+`NativeGpuTransport`). Imports only sim_hw. See docs/drivers.md.
 """

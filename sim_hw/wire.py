@@ -86,7 +86,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return message
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def recv_exact(sock: socket.socket, n: int) -> bytes | None:
     """n bytes, or None if the peer closed before the first byte. Raises FrameError when it
     closes in the middle."""
     chunks = []
@@ -102,18 +102,23 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def unpack_length(header: bytes) -> int:
+    """The body length a 4-byte frame header announces."""
+    return _LENGTH.unpack(header)[0]
+
+
 def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict | None:
     """The next message from a socket, or None at a clean end of stream.
 
     Raises FrameTooLarge, FrameError, and socket.timeout / OSError from the socket.
     """
-    header = _recv_exact(sock, _LENGTH.size)
+    header = recv_exact(sock, _LENGTH.size)
     if header is None:
         return None
-    (length,) = _LENGTH.unpack(header)
+    length = unpack_length(header)
     if length > max_frame_bytes:
         raise FrameTooLarge(f"frame announces {length} bytes; the limit is {max_frame_bytes}")
-    body = _recv_exact(sock, length) if length else b""
+    body = recv_exact(sock, length) if length else b""
     if body is None:
         raise FrameError(f"connection closed before a {length}-byte frame body")
     return decode_body(body)

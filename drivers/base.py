@@ -1,0 +1,126 @@
+"""The driver base: one small surface for every device class.
+
+    probe()            ask the device who it is; the driver is then "up" (or "failed")
+    open() / close()   take and release the device (counted); operations need it open
+    ioctl(op, **args)  a named operation with checked arguments
+    read(...), write(data, ...)   the class's natural data path (storage blocks, laser frames...)
+    status()           state and current draw, open or not
+    power_w()          the device's current draw (W)
+
+Every operation: arguments are checked against the catalogue of `sim_hw.device_ops` before
+anything leaves (OSError EINVAL naming the argument), the transport carries the call with the
+current simulation time, and the caller then waits the device's modelled time on the clock.
+The driver counts calls, errors, busy time and energy.
+
+Errors (all OSError with errno): EINVAL bad arguments or operation, EBADF not open, ENODEV not
+probed or probe failed, EOPNOTSUPP no read/write path for this class, and whatever the device or
+the transport raises (EIO, ENOMEM, ENOTCONN, TimeoutError, ConnectionResetError...).
+"""
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any, ClassVar
+
+from drivers.errors import device_error
+from drivers.transport import Reply, Transport
+from sim_hw.clock import SimClock
+from sim_hw.device_ops import OpError, check_args
+
+
+class Driver:
+    kind: ClassVar[str] = ""
+
+    def __init__(self, name: str, transport: Transport, clock: SimClock) -> None:
+        self.name = name
+        self.transport = transport
+        self.clock = clock
+        self.state = "new"  # new -> up | failed
+        self.probe_error: str | None = None
+        self.open_count = 0
+        self.counters = {"calls": 0, "errors": 0, "busy_s": 0.0, "energy_j": 0.0}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} via {self.transport.name}: {self.state}>"
+
+    # -- the surface ----------------------------------------------------------------------------
+    def probe(self) -> dict[str, Any]:
+        """Ask the device who it is. Raises OSError (and marks the driver failed) if it does not
+        answer as a device of this class."""
+        try:
+            identity = self._call("probe", {})
+            if identity.get("kind") != self.kind:
+                raise OSError(errno.ENODEV, f"{self.name}: answers as {identity.get('kind')!r}, "
+                                            f"expected {self.kind!r}")
+            self._on_probe()
+        except OSError as exc:
+            self.state = "failed"
+            self.probe_error = str(exc)
+            raise
+        self.state = "up"
+        return identity
+
+    def _on_probe(self) -> None:
+        """Class hook: learn what the device is (sizes, limits) after a successful probe."""
+
+    def open(self) -> "Driver":
+        """Raises ENODEV if the device is not up."""
+        if self.state != "up":
+            raise OSError(errno.ENODEV, f"{self.name} is not available ({self.probe_error or self.state})")
+        with self._lock:
+            self.open_count += 1
+        return self
+
+    def close(self) -> None:
+        """Raises EBADF if the device is not open."""
+        with self._lock:
+            if self.open_count == 0:
+                raise OSError(errno.EBADF, f"{self.name} is not open")
+            self.open_count -= 1
+
+    def ioctl(self, op: str, **args: Any) -> Any:
+        """Run a named operation (see `sim_hw.device_ops`). Needs the device open."""
+        if self.open_count == 0:
+            raise OSError(errno.EBADF, f"{self.name} is not open")
+        return self._call(op, args)
+
+    def read(self, **args: Any) -> Any:
+        raise OSError(errno.EOPNOTSUPP, f"{self.name}: {self.kind} devices have no read path; use ioctl")
+
+    def write(self, data: bytes, **args: Any) -> Any:
+        raise OSError(errno.EOPNOTSUPP, f"{self.name}: {self.kind} devices have no write path; use ioctl")
+
+    def status(self) -> dict[str, Any]:
+        return self._call("status", {})
+
+    def info(self) -> dict[str, Any]:
+        return self._call("info", {})
+
+    def power_w(self) -> float:
+        return float(self.status().get("power_w", 0.0))
+
+    # -- the one call path ----------------------------------------------------------------------
+    def _call(self, op: str, args: dict[str, Any]) -> Any:
+        return self._call_reply(op, args).value
+
+    def _call_reply(self, op: str, args: dict[str, Any]) -> Reply:
+        try:
+            args = check_args(self.kind, op, args)
+        except OpError as exc:
+            with self._lock:
+                self.counters["errors"] += 1
+            raise device_error(exc.code, f"{self.name}: {exc.message}") from None
+        try:
+            reply = self.transport.call(self.name, op, args, self.clock.now())
+        except OSError:
+            with self._lock:
+                self.counters["errors"] += 1
+            raise
+        with self._lock:
+            self.counters["calls"] += 1
+            self.counters["busy_s"] += reply.busy_s
+            self.counters["energy_j"] += reply.energy_j
+        if reply.wait_s > 0:
+            self.clock.sleep(reply.wait_s)
+        return reply

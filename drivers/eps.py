@@ -1,0 +1,21 @@
+"""EPS driver: battery state, generation, loads."""
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.base import Driver
+
+
+class EpsDriver(Driver):
+    kind = "eps"
+
+    def battery(self) -> dict[str, Any]:
+        """soc, energy_wh, capacity_wh, generation_w, load_w, loads_w, in_eclipse, next_eclipse..."""
+        return self.status()
+
+    def set_load(self, name: str, power_w: float) -> None:
+        """Declare a load that is not a device (a heater, the CPU under an app): 0 removes it."""
+        self.ioctl("set_load", name=name, power_w=power_w)
+
+    def read(self, **args: Any) -> dict[str, Any]:
+        return self.battery()
