@@ -74,10 +74,7 @@ class LocalTransport(Transport):
         return Reply(result.value, result.wait_s, result.busy_s, result.power_w)
 
     def hello(self) -> dict[str, Any]:
-        hw = self.hardware
-        return {"protocol": PROTOCOL_VERSION, "satellite": hw.satellite_id, "profile": hw.profile.name,
-                "devices": [{"name": n, "kind": hw.kind_of(n)} for n in hw.device_names],
-                "start_utc_s": hw.start_utc_s}
+        return {"protocol": PROTOCOL_VERSION, **self.hardware.identity()}
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:

@@ -1,6 +1,7 @@
 """The `orbitos` command line.
 
     orbitos world CONFIG [--hours H] [--step S] [--json] [--contact-plan FILE] [--limit N]
+    orbitos hw serve PROFILE [--host H] [--port N] [--config CONFIG --satellite ID] [--start UTC]
     orbitos version
 
 Exit status: 0 on success, 2 for bad input (a malformed config, a bad option), with a message
@@ -46,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the contact plan as JSON to FILE")
     world.add_argument("--limit", type=int, default=40,
                        help="satellite rows in the table (default 40; 0 for all)")
+    hw = commands.add_parser("hw", help="hardware: serve a satellite's simulated devices")
+    hw_commands = hw.add_subparsers(dest="hw_command", required=True, metavar="HW_COMMAND")
+    serve = hw_commands.add_parser(
+        "serve", help="serve one satellite's simulated devices over TCP (the device server)",
+        description="Host the devices of a hardware profile in this process and serve them in the "
+                    "orbitos wire protocol (docs/hil-protocol.md). Prints 'listening on HOST:PORT' "
+                    "once ready. Without --config the satellite flies the reference orbit.")
+    serve.add_argument("profile", type=Path, help="hardware profile (TOML)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7100, help="port (default 7100; 0 picks a free one)")
+    serve.add_argument("--config", type=Path, help="constellation config that places the satellite")
+    serve.add_argument("--satellite", default=None, help="satellite id in --config (default: the first)")
+    serve.add_argument("--start", default=None,
+                       help="simulation start, ISO 8601 UTC (default: the config's epoch, or now)")
+    serve.add_argument("--max-frame-mib", type=float, default=64.0, help="largest frame accepted")
+    serve.add_argument("--idle-timeout", type=float, default=600.0,
+                       help="seconds a silent client is kept (default 600)")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -109,11 +127,60 @@ def cmd_world(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_hw_serve(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from sim_hw.constellation import load_constellation, parse_epoch
+    from sim_hw.device_server import DeviceServer
+    from sim_hw.hardware import SatelliteHardware
+    from sim_hw.orbits import OrbitError
+    from sim_hw.profile import load_profile
+    from sim_hw.spec_loading import ConfigError
+    from sim_hw.track import SatelliteTrack
+
+    if not 0 <= args.port <= 65535:
+        return _fail(f"--port must be in 0..65535, got {args.port}")
+    try:
+        profile = load_profile(args.profile)
+        start = parse_epoch(args.start, "--start") if args.start else None
+        faults = None
+        if args.config is not None:
+            constellation = load_constellation(args.config)
+            satellite = args.satellite or constellation.satellite_ids[0]
+            track = SatelliteTrack.of(constellation, satellite, start)
+            faults = constellation.fault_schedule(track.times_utc_s[0], track.times_utc_s[-1])
+        else:
+            satellite = args.satellite or profile.name
+            track = SatelliteTrack.reference(satellite, start if start is not None else time.time())
+        hardware = SatelliteHardware(profile, satellite, track, faults)
+        server = DeviceServer(hardware, args.host, args.port,
+                              max_frame_bytes=int(args.max_frame_mib * 1024 * 1024),
+                              idle_timeout_s=args.idle_timeout)
+    except KeyError as exc:
+        return _fail(str(exc.args[0]))
+    except (ConfigError, OrbitError, ValueError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
+    host, port = server.address
+    print(f"listening on {host}:{port} ({satellite}, profile {profile.name}, "
+          f"{len(hardware.device_names)} devices)", file=out, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     if args.command == "world":
         return cmd_world(args, out)
+    if args.command == "hw" and args.hw_command == "serve":
+        return cmd_hw_serve(args, out)
     if args.command == "version":
         print(f"orbitos {_version()}", file=out)
         return 0

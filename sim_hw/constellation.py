@@ -107,18 +107,18 @@ class ConstellationSpec:
             raise ValueError("a constellation needs at least one [[shells]] or [[tle_files]] entry")
 
 
-def parse_epoch(text: str) -> float:
+def parse_epoch(text: str, field: str = "epoch_utc") -> float:
     """UTC POSIX seconds of an ISO 8601 time with a zone (e.g. 2026-03-20T00:00:00Z).
 
-    Raises ValueError for an unparsable or zone-less time.
+    Raises ValueError naming `field` for an unparsable or zone-less time.
     """
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"epoch_utc {text!r} is not an ISO 8601 time like "
+        raise ValueError(f"{field} {text!r} is not an ISO 8601 time like "
                          "2026-03-20T00:00:00Z") from None
     if moment.tzinfo is None:
-        raise ValueError(f"epoch_utc {text!r} has no time zone; add Z for UTC")
+        raise ValueError(f"{field} {text!r} has no time zone; add Z for UTC")
     return moment.timestamp()
 
 

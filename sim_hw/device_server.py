@@ -143,11 +143,9 @@ class DeviceServer:
         if kind == "ping":
             return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": {}}
         if kind == "hello":
-            hw = self.hardware
             return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": {
-                "protocol": PROTOCOL_VERSION, "satellite": hw.satellite_id, "profile": hw.profile.name,
-                "devices": [{"name": n, "kind": hw.kind_of(n)} for n in hw.device_names],
-                "max_frame_bytes": self.max_frame_bytes, "start_utc_s": hw.start_utc_s}}
+                "protocol": PROTOCOL_VERSION, **self.hardware.identity(),
+                "max_frame_bytes": self.max_frame_bytes}}
         try:
             result = self.hardware.call(message.get("device"), message.get("op"),
                                         message.get("args", {}), message.get("t"))

@@ -114,6 +114,17 @@ class SatelliteHardware:
             if idle:
                 self.power.set_load(name, idle, self.start_utc_s)
 
+    @property
+    def now_utc_s(self) -> float:
+        """The latest simulation time a call was made at (time never runs back before it)."""
+        return self._last_t
+
+    def identity(self) -> dict[str, Any]:
+        """What a `hello` answers: satellite, profile, devices, and the hardware's time."""
+        return {"satellite": self.satellite_id, "profile": self.profile.name,
+                "devices": [{"name": n, "kind": self.kind_of(n)} for n in self.device_names],
+                "start_utc_s": self.start_utc_s, "now_utc_s": self._last_t}
+
     # -- device table ---------------------------------------------------------------------------
     def kind_of(self, device: Any) -> str:
         """Raises OpError(ENODEV) for a device this satellite does not have."""
