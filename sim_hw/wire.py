@@ -73,7 +73,7 @@ def encode(message: dict[str, Any], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     return _LENGTH.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
+def decode_body(body: bytes | bytearray) -> dict[str, Any]:
     """The message of a frame body. Raises FrameError when it is not one msgpack map."""
     try:
         message = msgpack.unpackb(body, ext_hook=_ext_hook, raw=False, strict_map_key=False)
@@ -86,20 +86,22 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return message
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    """n bytes, or None if the peer closed before the first byte. Raises FrameError when it
-    closes in the middle."""
-    chunks = []
+def recv_exact(sock: socket.socket, n: int) -> bytearray | None:
+    """n bytes read into one buffer, or None if the peer closed before the first byte.
+
+    Raises FrameError when it closes in the middle.
+    """
+    buffer = bytearray(n)
+    view = memoryview(buffer)
     received = 0
     while received < n:
-        chunk = sock.recv(min(n - received, 1 << 20))
-        if not chunk:
+        count = sock.recv_into(view[received:], n - received)
+        if count == 0:
             if received == 0:
                 return None
             raise FrameError(f"connection closed after {received} of {n} bytes")
-        chunks.append(chunk)
-        received += len(chunk)
-    return b"".join(chunks)
+        received += count
+    return buffer
 
 
 def unpack_length(header: bytes) -> int:
