@@ -1,0 +1,116 @@
+"""The simulated hardware of a satellite: faults reach the drivers, devices queue, the device
+tree survives a dead backend, the imager sees the ground events of the fault schedule."""
+import errno
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers.device_tree import DeviceTree
+from sim_hw.clock import VirtualClock
+from sim_hw.device_ops import OpError
+from sim_hw.faults import FaultEvent, FaultSchedule
+from sim_hw.hardware import SatelliteHardware
+from sim_hw.profile import load_profile
+from sim_hw.scene import FLOOD, GroundEvent
+from sim_hw.track import SatelliteTrack
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = load_profile(ROOT / "examples" / "profiles" / "three-body.toml")
+T0 = 1_780_272_000.0
+
+
+def tree_with(faults, clock):
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0), faults)
+    return DeviceTree.build(PROFILE, clock, "local", hardware=hardware), hardware
+
+
+def test_a_scheduled_bit_flip_is_caught_by_the_storage_driver():
+    faults = FaultSchedule(1, (FaultEvent(T0 + 100.0, "TB01", "bit_flip", "9", bit=77),))
+    clock = VirtualClock(T0)
+    tree, _ = tree_with(faults, clock)
+    with clock.participant():
+        storage = tree["storage0"].open()
+        storage.write_block(9, bytes(4096))
+        assert storage.read_block(9) == bytes(4096)
+        clock.sleep_until(T0 + 101.0)
+        with pytest.raises(OSError) as error:
+            storage.read_block(9)
+        assert error.value.errno == errno.EIO and "block 9" in str(error.value)
+
+
+def test_a_failed_device_answers_eio_until_repaired_and_the_rest_work():
+    faults = FaultSchedule(1, (FaultEvent(T0 + 50.0, "TB01", "device_failure", "gpu0", 600.0),))
+    clock = VirtualClock(T0)
+    tree, _ = tree_with(faults, clock)
+    a = np.eye(4, dtype=np.float32)
+    with clock.participant():
+        gpu, eps = tree["gpu0"].open(), tree["eps0"].open()
+        gpu.matmul(a, a)
+        clock.sleep_until(T0 + 60.0)
+        with pytest.raises(OSError) as error:
+            gpu.matmul(a, a)
+        assert error.value.errno == errno.EIO and "repair expected" in str(error.value)
+        assert gpu.status()["state"] == "failed"
+        assert eps.battery()["soc"] > 0  # other devices unaffected
+        clock.sleep_until(T0 + 700.0)
+        assert np.array_equal(gpu.matmul(a, a), a)
+
+
+def test_work_queues_behind_a_busy_device():
+    """Two kernels stamped at the same instant: the second waits for the first, then runs."""
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0))
+    a = np.ones((512, 512), dtype=np.float32)
+    args = {"kernel": "matmul", "inputs": {"a": a, "b": a}}
+    first = hardware.call("gpu0", "run", args, T0 + 1.0)
+    second = hardware.call("gpu0", "run", args, T0 + 1.0)
+    assert second.wait_s == pytest.approx(2 * first.wait_s, abs=5e-7)  # float64 time resolution
+    assert second.busy_s == pytest.approx(first.busy_s)
+    with pytest.raises(OpError) as error:
+        hardware.call("gpu0", "run", args, float("nan"))
+    assert error.value.code == "EINVAL"
+
+
+def test_device_tree_reports_a_dead_backend_and_brings_up_the_rest():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clock = VirtualClock(T0)
+    tree = DeviceTree.build(PROFILE, clock, {"*": "local", "fpga0": f"tcp://127.0.0.1:{port}"},
+                            timeout_s=2.0)
+    assert [f.device for f in tree.failures] == ["fpga0"]
+    assert tree.failures[0].errno == errno.ECONNREFUSED
+    assert "gpu0" in tree and "storage0" in tree and "fpga0" not in tree
+    with pytest.raises(OSError) as error:
+        tree["fpga0"].open()
+    assert error.value.errno == errno.ENODEV
+    with pytest.raises(ValueError, match="unknown backend"):
+        DeviceTree.build(PROFILE, clock, "carrier-pigeon")
+    tree.close()
+
+
+def test_the_imager_sees_a_flood_of_the_fault_schedule_below_it():
+    track = SatelliteTrack.reference("TB01", T0)
+    t = T0 + 1234.0
+    lat, lon = track.subsatellite(t)
+    flood = GroundEvent("flood", lat, lon, 40.0, T0, T0 + 3600.0)
+    hardware = SatelliteHardware(PROFILE, "TB01", track, FaultSchedule(0, (), (flood,)))
+    tile = hardware.call("imager0", "capture", {}, t).value
+    assert (tile["lat_deg"], tile["lon_deg"]) == pytest.approx((lat, lon))
+    plain = SatelliteHardware(PROFILE, "TB01", track).call("imager0", "capture", {}, t).value
+    assert (plain["truth"] == FLOOD).sum() == 0
+    # Whether low land lies under this pass is up to the terrain; where it does, it is flooded.
+    changed = tile["truth"] != plain["truth"]
+    assert np.all(tile["truth"][changed] == FLOOD)
+
+
+def test_the_track_knows_shadow_and_ground():
+    """The reference orbit is 500 km SSO: ~94.6 min period, shadow about a third of it in June."""
+    track = SatelliteTrack.reference("X", T0, hours=3.0)
+    dark = (track.illumination < 0.5).mean()
+    assert 0.25 < dark < 0.45
+    entry, exit_ = track.next_eclipse(T0)
+    assert 0 < exit_ - entry < 40 * 60
+    lat, lon = track.subsatellite(T0)
+    assert -90 <= lat <= 90 and -180 <= lon <= 180
