@@ -168,12 +168,24 @@ def server_process():
     process.stderr.close()
 
 
+def wait_until_stopped(pid, timeout_s=5.0):
+    """Signals are delivered asynchronously: wait until the kernel shows the process stopped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 @pytest.mark.slow
 def test_a_hung_server_gives_timeout_and_a_killed_one_a_connection_error(server_process):
     process, endpoint = server_process
     transport = TcpTransport(endpoint, timeout_s=1.0)
     assert transport.call("eps0", "status", {}, T0).value["soc"] > 0
     os.kill(process.pid, signal.SIGSTOP)  # hung: the request is sent, no answer comes
+    wait_until_stopped(process.pid)
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="no answer to eps0.status within 1 s"):
         transport.call("eps0", "status", {}, T0)
