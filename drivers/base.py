@@ -23,9 +23,10 @@ import threading
 from typing import Any, ClassVar
 
 from drivers.errors import device_error
-from drivers.transport import Reply, Transport
+from drivers.transport import Transport
 from sim_hw.clock import SimClock
 from sim_hw.device_ops import OpError, check_args
+from sim_hw.hardware import OpResult
 
 
 class Driver:
@@ -104,7 +105,7 @@ class Driver:
     def _call(self, op: str, args: dict[str, Any]) -> Any:
         return self._call_reply(op, args).value
 
-    def _call_reply(self, op: str, args: dict[str, Any]) -> Reply:
+    def _call_reply(self, op: str, args: dict[str, Any]) -> OpResult:
         try:
             args = check_args(self.kind, op, args)
         except OpError as exc:

@@ -19,7 +19,6 @@ with the reason, and the others come up all the same.
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -33,13 +32,13 @@ from drivers.native import NativeGpuTransport, NativeStorageTransport
 from drivers.storage import StorageDriver
 from drivers.transport import DEFAULT_TIMEOUT_S, LocalTransport, TcpTransport, Transport
 from sim_hw.clock import SimClock
+from sim_hw.device_ops import device_kind
 from sim_hw.hardware import SatelliteHardware
 from sim_hw.profile import HardwareProfile
 
 DRIVER_CLASSES: dict[str, type[Driver]] = {
     cls.kind: cls for cls in (GpuDriver, FpgaDriver, LaserDriver, StorageDriver, ImagerDriver, EpsDriver)
 }
-_DEVICE_NAME = re.compile(r"^([a-z]+)(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class DeviceTree:
         failures: list[ProbeFailure] = []
         for name in profile.device_names():
             uri = table.get(name, default)
-            kind = _DEVICE_NAME.match(name).group(1)
+            kind = device_kind(name)
             if uri not in transports:
                 if uri == "local" and hardware is None:
                     hardware = SatelliteHardware(profile, satellite_id, start_utc_s=clock.now())

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from drivers.errors import device_error
-from drivers.transport import Reply, Transport
+from drivers.transport import Transport
 from sim_hw.compute_kernels import KERNELS, KernelError, run_kernel
 from sim_hw.device_ops import OpError, check_args
+from sim_hw.hardware import OpResult
 
 _MAGIC = b"ORBITOS-BLOCKFILE-1\n"
 _HEADER = struct.Struct(">20sII")  # magic, block_bytes, blocks
@@ -59,7 +60,7 @@ class NativeStorageTransport(Transport):
             raise OpError("ENOSPC", f"{self.device}: block {block} is past the end ({self.blocks} blocks)")
         return HEADER_BYTES + block * (self.block_bytes + TAG_SLOT_BYTES)
 
-    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> Reply:
+    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         started = time.perf_counter()
         try:
             if device != self.device:
@@ -69,7 +70,7 @@ class NativeStorageTransport(Transport):
                 value = self._do(op, args)
         except OpError as exc:
             raise device_error(exc.code, exc.message) from None
-        return Reply(value, 0.0, time.perf_counter() - started, 0.0)
+        return OpResult(value, 0.0, time.perf_counter() - started, 0.0)
 
     def _do(self, op: str, args: dict[str, Any]) -> Any:
         if op == "probe":
@@ -149,7 +150,7 @@ class NativeGpuTransport(Transport):
         self._module: Any = None
         self._description = ""
 
-    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> Reply:
+    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         if device != self.device:
             raise OSError(errno.ENODEV, f"no device {device!r} on {self.name}")
         if self._module is None:
@@ -167,7 +168,7 @@ class NativeGpuTransport(Transport):
             value = self._run(args)
         else:
             raise OSError(errno.EOPNOTSUPP, f"{device}: {op} is not supported on {self._description}")
-        return Reply(value, 0.0, time.perf_counter() - started, 0.0)
+        return OpResult(value, 0.0, time.perf_counter() - started, 0.0)
 
     def _run(self, args: dict[str, Any]) -> dict[str, Any]:
         module = self._module

@@ -6,7 +6,7 @@
   a connection that was lost is opened again on the next call.
 - Native transports (real disk, real GPU) are in `drivers.native`.
 
-Every transport answers `call(device, op, args, t)` with a `Reply` or raises OSError: the device's
+Every transport answers `call(device, op, args, t)` with an `OpResult` or raises OSError: the device's
 own errno (EINVAL, ENOMEM, EIO...), TimeoutError (ETIMEDOUT) when no answer comes in time,
 ConnectionRefusedError / ConnectionResetError / BrokenPipeError when the peer is gone, and
 OSError(EPROTO) for an answer that is not a valid reply.
@@ -18,37 +18,22 @@ import itertools
 import socket
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from drivers.errors import device_error
 from sim_hw.device_ops import OpError
-from sim_hw.hardware import SatelliteHardware
+from sim_hw.hardware import OpResult, SatelliteHardware
 from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, encode, read_frame)
 
 DEFAULT_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A device's answer: value, simulated seconds to wait, work time and draw."""
-
-    value: Any
-    wait_s: float = 0.0
-    busy_s: float = 0.0
-    power_w: float = 0.0
-
-    @property
-    def energy_j(self) -> float:
-        return self.busy_s * self.power_w
 
 
 class Transport(ABC):
     name: str
 
     @abstractmethod
-    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> Reply:
+    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         """One operation at simulation time t. Raises OSError (see the module doc)."""
 
     @abstractmethod
@@ -66,12 +51,11 @@ class LocalTransport(Transport):
         self.hardware = hardware
         self.name = "local"
 
-    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> Reply:
+    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         try:
-            result = self.hardware.call(device, op, args, t)
+            return self.hardware.call(device, op, args, t)
         except OpError as exc:
             raise device_error(exc.code, exc.message) from None
-        return Reply(result.value, result.wait_s, result.busy_s, result.power_w)
 
     def hello(self) -> dict[str, Any]:
         return {"protocol": PROTOCOL_VERSION, **self.hardware.identity()}
@@ -155,11 +139,11 @@ class TcpTransport(Transport):
             raise OSError(errno.EPROTO, f"{self.name}: answer to {what} is neither a result nor an error")
         raise device_error(str(error.get("code", "EIO")), str(error.get("message", "device error")))
 
-    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> Reply:
+    def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         reply = self._exchange({"type": "call", "device": device, "op": op, "args": args, "t": t},
                                f"{device}.{op}")
         try:
-            return Reply(reply.get("result"), float(reply.get("wait_s", 0.0)),
+            return OpResult(reply.get("result"), float(reply.get("wait_s", 0.0)),
                          float(reply.get("busy_s", 0.0)), float(reply.get("power_w", 0.0)))
         except (TypeError, ValueError):
             raise OSError(errno.EPROTO, f"{self.name}: malformed timing in answer to {device}.{op}") from None

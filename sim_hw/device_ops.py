@@ -12,6 +12,7 @@ Every device kind has `probe` and `status`; the rest are listed in `OPERATIONS` 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # one laser frame or storage write at most
 DEVICE_KINDS = ("gpu", "fpga", "laser", "storage", "imager", "eps")
+_DEVICE_NAME = re.compile(r"^([a-z]+)(\d+)$")
 
 
 class OpError(Exception):
@@ -85,6 +87,18 @@ OPERATIONS: dict[str, dict[str, dict[str, Arg]]] = {
         "set_load": {"name": Arg("str", minimum=1, maximum=64), "power_w": Arg("number", minimum=0.0)},
     },
 }
+
+
+def device_kind(name: Any) -> str:
+    """The kind of a device name (`gpu0` -> `gpu`, `laser3` -> `laser`).
+
+    Raises OpError(ENODEV) for a name that is not a known kind followed by a number.
+    """
+    match = _DEVICE_NAME.match(name) if isinstance(name, str) else None
+    if match is None or match.group(1) not in OPERATIONS:
+        raise OpError("ENODEV", f"{name!r} is not a device name (a kind of {', '.join(DEVICE_KINDS)} "
+                                "followed by a number)")
+    return match.group(1)
 
 
 def operations_of(kind: str) -> dict[str, dict[str, Arg]]:

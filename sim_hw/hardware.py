@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, run_kernel
-from sim_hw.device_ops import OpError, check_args
+from sim_hw.device_ops import OpError, check_args, device_kind
 from sim_hw.devices.cost import DeviceCost, DeviceModelError
 from sim_hw.devices.fpga import Bitstream, FpgaModel
 from sim_hw.devices.gpu import GpuModel
@@ -43,7 +42,6 @@ from sim_hw.track import SatelliteTrack
 
 RX_QUEUE_FRAMES = 1024
 TX_QUEUE_FRAMES = 1024
-_DEVICE_NAME = re.compile(r"^([a-z]+)(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -131,10 +129,10 @@ class SatelliteHardware:
         if not isinstance(device, str) or device not in self._busy_until:
             raise OpError("ENODEV", f"no device {device!r} on {self.satellite_id}; devices: "
                                     f"{', '.join(self.device_names)}")
-        return _DEVICE_NAME.match(device).group(1)
+        return device_kind(device)
 
     def idle_power_w(self, device: str) -> float:
-        kind = _DEVICE_NAME.match(device).group(1)
+        kind = device_kind(device)
         if kind == "laser":
             return self.profile.laser.idle_power_w
         spec = getattr(self.profile, kind, None)
