@@ -229,12 +229,16 @@ class PowerSystem:
             raise PowerModelError(f"load {name!r}: power must be a finite number >= 0 W, got {power_w!r}")
 
     def set_load(self, name: str, power_w: float, t: float) -> None:
-        """Integrate to t, then set load `name` to power_w (0 removes it).
+        """Integrate to t, then set load `name` to power_w (0 removes it). Changes of that load
+        scheduled by `pulse_load` for later are cancelled: the latest instruction wins.
 
         Raises PowerModelError for a negative or non-finite power, or t in the past.
         """
         self._check_power(name, power_w)
         self.advance_to(t)
+        if any(pending[2] == name for pending in self._pending):
+            self._pending = [pending for pending in self._pending if pending[2] != name]
+            heapq.heapify(self._pending)
         self._put(name, power_w)
 
     def pulse_load(self, name: str, power_w: float, start_utc_s: float, end_utc_s: float,

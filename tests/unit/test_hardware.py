@@ -9,7 +9,7 @@ import pytest
 
 from drivers.device_tree import DeviceTree
 from sim_hw.clock import VirtualClock
-from sim_hw.device_ops import OpError
+from sim_hw.device_ops import COMMON, OPERATIONS, OpError
 from sim_hw.faults import FaultEvent, FaultSchedule
 from sim_hw.hardware import SatelliteHardware
 from sim_hw.profile import load_profile
@@ -114,3 +114,10 @@ def test_the_track_knows_shadow_and_ground():
     assert 0 < exit_ - entry < 40 * 60
     lat, lon = track.subsatellite(T0)
     assert -90 <= lat <= 90 and -180 <= lon <= 180
+
+
+def test_every_catalogued_operation_has_a_handler():
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
+    for kind, table in OPERATIONS.items():
+        for op in list(table) + list(COMMON):
+            assert (getattr(hardware, f"_{kind}_{op}", None) or getattr(hardware, f"_common_{op}", None)), (kind, op)

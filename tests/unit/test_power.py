@@ -106,3 +106,23 @@ def test_bad_inputs_are_refused_and_change_nothing():
 def test_battery_spec_cross_check():
     with pytest.raises(ValueError, match="critical_fraction"):
         BatterySpec(capacity_wh=10.0, reserve_fraction=0.1, critical_fraction=0.2)
+
+
+def test_pulses_are_exact_and_an_explicit_setting_cancels_what_was_scheduled():
+    """A device busy from 10 s to 40 s at 100 W over a 10 W rest: 100 x 30 + 10 x 30 J by 70 s;
+    a set_load at 20 s (a laser released mid-transmission) wins over the scheduled return."""
+    eps = EpsSpec(SolarArraySpec(1.0, 0.3), BATTERY, baseline_power_w=0.0)
+    flat = GenerationProfile(np.array([0.0, 1000.0]), np.array([0.0, 0.0]))
+    system = PowerSystem(eps, flat, 0.0)
+    system.pulse_load("gpu0", 100.0, 10.0, 40.0, 10.0)
+    system.advance_to(70.0)
+    assert system.ledger.consumed_wh == pytest.approx((100.0 * 30 + 10.0 * 30) / 3600.0)
+    assert system.loads == {"gpu0": 10.0}
+    other = PowerSystem(eps, flat, 0.0)
+    other.pulse_load("laser0", 40.0, 10.0, 40.0, 40.0)
+    other.set_load("laser0", 5.0, 20.0)
+    other.advance_to(70.0)
+    assert other.loads == {"laser0": 5.0}
+    assert other.ledger.consumed_wh == pytest.approx((40.0 * 10 + 5.0 * 50) / 3600.0)
+    with pytest.raises(PowerModelError, match="before it starts"):
+        other.pulse_load("x", 1.0, 80.0, 75.0, 0.0)
