@@ -86,6 +86,13 @@ class Driver:
             raise OSError(errno.EBADF, f"{self.name} is not open")
         return self._call(op, args)
 
+    def call(self, op: str, args: dict[str, Any]) -> OpResult:
+        """Like ioctl, but the whole answer: value, wait, busy time and draw (the kernel accounts
+        the energy to the process that asked)."""
+        if self.open_count == 0:
+            raise OSError(errno.EBADF, f"{self.name} is not open")
+        return self._call_reply(op, args)
+
     def read(self, **args: Any) -> Any:
         raise OSError(errno.EOPNOTSUPP, f"{self.name}: {self.kind} devices have no read path; use ioctl")
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from drivers.errors import device_error
 from drivers.transport import Transport
-from sim_hw.compute_kernels import KERNELS, KernelError, run_kernel
+from sim_hw.compute_kernels import KERNELS, KernelError, operation_count, run_kernel
 from sim_hw.device_ops import OpError, check_args
 from sim_hw.hardware import OpResult
 
@@ -180,7 +180,7 @@ class NativeGpuTransport(Transport):
                 out = module.asnumpy(module.asarray(a) @ module.asarray(b))
             else:
                 out = (module.as_tensor(a).cuda() @ module.as_tensor(b).cuda()).cpu().numpy()
-            return {"output": out, "ops": 2.0 * a.shape[0] * a.shape[1] * b.shape[1]}
+            return {"output": out, "ops": operation_count("matmul", args["inputs"])}
         try:
             output, ops = run_kernel(args["kernel"], args["inputs"], args["params"])
         except KernelError as exc:

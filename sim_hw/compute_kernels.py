@@ -1,7 +1,8 @@
 """Compute kernels the simulated GPU and FPGA run for real, in numpy, with their operation counts.
 
-Each kernel checks its inputs, computes, and reports how many operations it did (a multiply-add
-counts 2), which the device model turns into a duration and energy:
+Each kernel checks its inputs and computes; `operation_count` says from the input shapes how many
+operations that is (a multiply-add counts 2), which the device model turns into a duration and
+energy:
 
 | kernel | inputs | params | output | operations |
 |---|---|---|---|---|
@@ -36,15 +37,15 @@ def _array(kernel: str, name: str, value: Any, ndim: tuple[int, ...] | None = No
     return value
 
 
-def matmul(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]:
+def matmul(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
     a = _array("matmul", "a", inputs.get("a"), (2,))
     b = _array("matmul", "b", inputs.get("b"), (2,))
     if a.shape[1] != b.shape[0]:
         raise KernelError(f"matmul: shapes {a.shape} and {b.shape} do not chain")
-    return a @ b, 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+    return a @ b
 
 
-def conv2d(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]:
+def conv2d(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
     image = _array("conv2d", "image", inputs.get("image"), (2, 3))
     kernel = _array("conv2d", "kernel", inputs.get("kernel"), (2, 3))
     if image.ndim == 2:
@@ -58,22 +59,20 @@ def conv2d(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, flo
     if kh > height or kw > width or kh == 0 or kw == 0:
         raise KernelError(f"conv2d: kernel {kernel.shape[1:]} does not fit image {image.shape[1:]}")
     windows = np.lib.stride_tricks.sliding_window_view(image, (kh, kw), axis=(1, 2))
-    out = np.einsum("chwij,cij->hw", windows, kernel, optimize=True)
-    return out, 2.0 * channels * out.shape[0] * out.shape[1] * kh * kw
+    return np.einsum("chwij,cij->hw", windows, kernel, optimize=True)
 
 
-def ndi(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]:
+def ndi(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
     a = _array("ndi", "a", inputs.get("a")).astype(np.float32)
     b = _array("ndi", "b", inputs.get("b")).astype(np.float32)
     if a.shape != b.shape:
         raise KernelError(f"ndi: shapes {a.shape} and {b.shape} differ")
     total = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(total != 0, (a - b) / total, 0.0).astype(np.float32)
-    return out, 3.0 * a.size
+        return np.where(total != 0, (a - b) / total, 0.0).astype(np.float32)
 
 
-def threshold(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]:
+def threshold(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
     x = _array("threshold", "x", inputs.get("x"))
     value = params.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -82,15 +81,14 @@ def threshold(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, 
     if not isinstance(above, bool):
         raise KernelError(f"threshold: param 'above' must be true or false, got {above!r}")
     mask = (x > value) if above else (x < value)
-    return mask.astype(np.uint8), float(x.size)
+    return mask.astype(np.uint8)
 
 
-def mlp(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]:
+def mlp(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
     x = _array("mlp", "x", inputs.get("x"), (2,)).astype(np.float32)
     layers = inputs.get("weights")
     if not isinstance(layers, list) or not layers:
         raise KernelError("mlp: input 'weights' must be a non-empty list of [W, b] pairs")
-    ops = 0.0
     for i, layer in enumerate(layers):
         if not isinstance(layer, list) or len(layer) != 2:
             raise KernelError(f"mlp: weights[{i}] must be a [W, b] pair")
@@ -99,16 +97,47 @@ def mlp(inputs: dict[str, Any], params: dict[str, Any]) -> tuple[NDArray, float]
         if w.shape[0] != x.shape[1] or b.shape[0] != w.shape[1]:
             raise KernelError(f"mlp: layer {i} maps {w.shape} with bias {b.shape}, input has "
                               f"{x.shape[1]} features")
-        ops += 2.0 * x.shape[0] * w.shape[0] * w.shape[1]
         x = x @ w.astype(np.float32) + b.astype(np.float32)
         if i < len(layers) - 1:
             x = np.maximum(x, 0.0)
-    return x, ops
+    return x
 
 
-KERNELS: dict[str, Callable[[dict[str, Any], dict[str, Any]], tuple[NDArray, float]]] = {
+KERNELS: dict[str, Callable[[dict[str, Any], dict[str, Any]], NDArray]] = {
     "matmul": matmul, "conv2d": conv2d, "ndi": ndi, "threshold": threshold, "mlp": mlp,
 }
+
+
+def _shape(inputs: dict[str, Any], name: str) -> tuple[int, ...]:
+    value = inputs.get(name)
+    return tuple(value.shape) if isinstance(value, np.ndarray) else ()
+
+
+def operation_count(name: str, inputs: dict[str, Any]) -> float:
+    """Operations a kernel does on inputs of these shapes (a multiply-add counts 2), from the
+    shapes alone: the device prices a run with it, and the power governor forecasts one before
+    it starts. Unknown kernels or shapes count as 3 per input element."""
+    a, b = _shape(inputs, "a"), _shape(inputs, "b")
+    if name == "matmul" and len(a) == 2 and len(b) == 2:
+        return 2.0 * a[0] * a[1] * b[1]
+    if name == "conv2d":
+        image, kernel = _shape(inputs, "image"), _shape(inputs, "kernel")
+        if len(image) in (2, 3) and len(kernel) in (2, 3):
+            channels = image[0] if len(image) == 3 else 1
+            out_h, out_w = image[-2] - kernel[-2] + 1, image[-1] - kernel[-1] + 1
+            return 2.0 * channels * max(out_h, 0) * max(out_w, 0) * kernel[-2] * kernel[-1]
+    if name == "ndi" and a:
+        return 3.0 * int(np.prod(a))
+    if name == "threshold" and _shape(inputs, "x"):
+        return float(np.prod(_shape(inputs, "x")))
+    if name == "mlp":
+        x = _shape(inputs, "x")
+        layers = inputs.get("weights")
+        if len(x) == 2 and isinstance(layers, list):
+            return sum(2.0 * x[0] * layer[0].shape[0] * layer[0].shape[1] for layer in layers
+                       if isinstance(layer, list) and layer and isinstance(layer[0], np.ndarray)
+                       and layer[0].ndim == 2)
+    return 3.0 * input_bytes(inputs) / 4.0
 
 
 def run_kernel(name: str, inputs: Any, params: Any) -> tuple[NDArray, float]:
@@ -120,7 +149,7 @@ def run_kernel(name: str, inputs: Any, params: Any) -> tuple[NDArray, float]:
         raise KernelError(f"{name}: inputs must be a map of named arrays")
     if not isinstance(params, dict):
         raise KernelError(f"{name}: params must be a map")
-    return kernel(inputs, params)
+    return kernel(inputs, params), operation_count(name, inputs)
 
 
 def input_bytes(inputs: Any) -> int:

@@ -1,0 +1,93 @@
+"""The power governor: lets device work start only if the battery stays above its reserve.
+
+It knows the battery (capacity, reserve and critical fractions, charge and discharge
+efficiency) and the satellite's generation ahead (its track: eclipses included). Before a device
+operation starts, the kernel asks with the operation's declared energy
+(`sim_hw.cost_estimate`): the governor projects the stored energy over the next orbit with the
+present load and that extra energy spent now, and admits the work only if the projection never
+drops below the reserve. Otherwise it says when the work could start (the first time on the
+generation grid from which the projection holds), and the kernel defers it: EAGAIN to a
+non-blocking caller, a wait on the clock for a blocking one.
+
+Below the critical fraction the kernel enters safe mode; it leaves when the state of charge is
+back at the reserve (hysteresis, so it does not flap).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim_hw.power import BatterySpec, EnergyLedger, GenerationProfile, integrate_segment
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    retry_at_utc_s: float | None = None  # None with admitted False: not within the horizon
+    projected_min_wh: float = 0.0
+    reserve_wh: float = 0.0
+
+
+class PowerGovernor:
+    def __init__(self, battery: BatterySpec, generation: GenerationProfile, horizon_s: float) -> None:
+        self.battery = battery
+        self.generation = generation
+        self.horizon_s = horizon_s
+        self.reserve_wh = battery.reserve_fraction * battery.capacity_wh
+        self.critical_wh = battery.critical_fraction * battery.capacity_wh
+        self.safe_mode = False
+        self.deferrals = 0
+
+    def project_min_wh(self, t: float, energy_wh: float, load_w: float, spend_wh: float) -> float:
+        """Lowest stored energy over [t, t + horizon] with `spend_wh` drawn at t, then load_w."""
+        energy = max(0.0, energy_wh - spend_wh / self.battery.discharge_efficiency)
+        lowest = energy
+        ledger = EnergyLedger()
+        now = t
+        end = t + self.horizon_s
+        while now < end:
+            step_end = min(end, self.generation.next_change_after(now))
+            energy = integrate_segment(energy, self.battery, step_end - now,
+                                       self.generation.power_at(now), load_w, ledger)
+            lowest = min(lowest, energy)
+            now = step_end
+        return lowest
+
+    def admit(self, t: float, energy_wh: float, load_w: float, spend_wh: float) -> Admission:
+        """May work of `spend_wh` start at t? If not, from when on could it?"""
+        # Fast path: even with no generation at all the battery holds the reserve.
+        worst = energy_wh - spend_wh / self.battery.discharge_efficiency \
+            - load_w * self.horizon_s / 3600.0 / self.battery.discharge_efficiency
+        if worst >= self.reserve_wh:
+            return Admission(True, t, worst, self.reserve_wh)
+        lowest = self.project_min_wh(t, energy_wh, load_w, spend_wh)
+        if lowest >= self.reserve_wh:
+            return Admission(True, t, lowest, self.reserve_wh)
+        self.deferrals += 1
+        # Walk the grid ahead: carry the battery forward without the work, try it at each point.
+        energy = energy_wh
+        ledger = EnergyLedger()
+        now = t
+        end = t + self.horizon_s
+        while now < end:
+            step_end = min(end, self.generation.next_change_after(now))
+            energy = integrate_segment(energy, self.battery, step_end - now,
+                                       self.generation.power_at(now), load_w, ledger)
+            now = step_end
+            if self.generation.power_at(now) > load_w and \
+                    self.project_min_wh(now, energy, load_w, spend_wh) >= self.reserve_wh:
+                return Admission(False, now, lowest, self.reserve_wh)
+        return Admission(False, None, lowest, self.reserve_wh)
+
+    def safe_mode_change(self, soc: float) -> str | None:
+        """'enter', 'leave' or None, with hysteresis between critical and reserve."""
+        if not np.isfinite(soc):
+            return None
+        if not self.safe_mode and soc < self.battery.critical_fraction:
+            self.safe_mode = True
+            return "enter"
+        if self.safe_mode and soc >= self.battery.reserve_fraction:
+            self.safe_mode = False
+            return "leave"
+        return None

@@ -1,0 +1,540 @@
+"""One satellite's kernel: boot, processes, limits, system services. A plain object; no Ray.
+
+    kernel = Kernel(profile, clock, keyring, satellite_id="TB01", track=track)
+    with clock.participant():          # on a virtual clock, the caller takes part
+        kernel.boot()                  # devices, file system, services, startup table
+        pid = kernel.spawn(image_bytes, ["--verbose"])
+        kernel.wait(pid)
+        kernel.shutdown()
+
+Boot builds the device tree from the hardware profile (a device that fails to probe is an event;
+the rest come up), mounts the file system on storage0 (recovering after an unclean stop, or
+formatting a blank device), starts the system services (housekeeping, watchdog with the power
+governor's safe-mode check, the scrubber), then the apps of the startup table. Every step and
+every failure is an event.
+
+Processes run in their own threads (participants of the clock, small stacks). Every blocking
+syscall waits on the clock through `block()`, so a virtual clock sees when all are idle, and a
+kill, a safe-mode resume or a bus delivery wakes the process through its wakeup event.
+Python cannot preempt a thread: a process is ended (killed, over a limit, shut down) when it
+next enters a syscall or is woken in one.
+
+Errors of the public methods: ImageError (EACCES, EINVAL) for images; OSError ESRCH for an
+unknown pid, ETIMEDOUT for a wait that times out.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from drivers.device_tree import DeviceTree
+from kernel.bus import SoftwareBus
+from kernel.events import EventLog
+from kernel.fs import FileSystem
+from kernel.governor import PowerGovernor
+from kernel.image import ImageError, Keyring, VerifiedImage, verify_image
+from kernel.loader import load_entry, unload
+from kernel.process import Process, ProcessExit
+from sim_hw.clock import SimClock
+from sim_hw.hardware import SatelliteHardware
+from sim_hw.orbits import period_s
+from sim_hw.profile import HardwareProfile
+from sim_hw.track import SatelliteTrack
+from sim_hw.wire import decode_body, encode
+
+EXIT_CRASH = 1
+EXIT_KILLED = -9
+EXIT_LIMIT = 137
+_STACK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class StartupEntry:
+    """An app to start at boot: an image path in the satellite's file system, and its argv."""
+
+    image: str
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    housekeeping_period_s: float = 10.0
+    watchdog_period_s: float = 5.0
+    scrub_period_s: float = 60.0
+    scrub_blocks: int = 256
+    eps_refresh_s: float = 5.0
+    thread_stack_bytes: int = 512 * 1024
+    startup: tuple[StartupEntry, ...] = ()
+
+
+@dataclass
+class PortBinding:
+    port: int
+    pid: int
+    queue: Any = None
+    notify: Callable[[], None] | None = None
+    depth: int = 256
+    overflows: int = 0
+
+
+class Kernel:
+    def __init__(self, profile: HardwareProfile, clock: SimClock, keyring: Keyring, *,
+                 satellite_id: str = "SAT", backends: Any = "local",
+                 hardware: SatelliteHardware | None = None, track: SatelliteTrack | None = None,
+                 config: KernelConfig = KernelConfig(), network: Any = None,
+                 scheduler: Any = None) -> None:
+        self.profile = profile
+        self.clock = clock
+        self.keyring = keyring
+        self.satellite_id = satellite_id
+        self.config = config
+        self.network = network
+        self.scheduler = scheduler
+        self.track = track or (hardware.track if hardware is not None
+                               else SatelliteTrack.reference(satellite_id, clock.now()))
+        self.hardware = hardware
+        self.backends = backends
+        self.events = EventLog(clock.now)
+        self.bus = SoftwareBus(clock.now)
+        self.tree: DeviceTree | None = None
+        self.fs: FileSystem | None = None
+        self.eps = None
+        self.governor = PowerGovernor(profile.eps.battery,
+                                      self.track.generation_profile(profile.eps.solar_array),
+                                      horizon_s=period_s(self.track.record))
+        self.processes: dict[int, Process] = {}
+        self.ports: dict[int, PortBinding] = {}
+        self.counters = {"syscalls": 0, "denials": 0, "spawned": 0, "refused_images": 0,
+                         "restarts": 0, "safe_mode_entries": 0, "isl_sent": 0}
+        self.boot_utc_s = clock.now()
+        self.state = "new"
+        self._pids = itertools.count(100)
+        self._lock = threading.RLock()
+        self._stop = clock.event()
+        self._service_threads: list[threading.Thread] = []
+        self._eps_cache: tuple[float, dict[str, Any]] | None = None
+        self._suspended_by_safe_mode: set[int] = set()
+        self.events.listen(self._publish_event)
+
+    # -- boot and shutdown ------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Bring the satellite up. Never raises for a device or file-system failure: those are
+        events, and the kernel runs with what came up."""
+        self.state = "booting"
+        self.boot_utc_s = self.clock.now()
+        self.events.emit("BOOT_START", "info", "kernel", f"{self.satellite_id} booting",
+                         profile=self.profile.name)
+        if self.hardware is None and self.backends == "local":
+            self.hardware = SatelliteHardware(self.profile, self.satellite_id, self.track,
+                                              start_utc_s=self.clock.now())
+        self.tree = DeviceTree.build(self.profile, self.clock, self.backends, hardware=self.hardware,
+                                     satellite_id=self.satellite_id)
+        for failure in self.tree.failures:
+            self.events.emit("DEVICE_PROBE_FAILED", "error", failure.device,
+                             f"{failure.device} on {failure.backend} did not come up: {failure.reason}")
+        self.events.emit("DEVICES_UP", "info", "kernel", f"{len(self.tree.names())} devices up",
+                         devices=self.tree.names())
+        if "eps0" in self.tree:
+            self.eps = self.tree["eps0"].open()
+        if "storage0" in self.tree:
+            self._mount()
+        self._start_service("housekeeping", self._housekeeping_loop)
+        self._start_service("watchdog", self._watchdog_loop)
+        if self.fs is not None:
+            self._start_service("scrubber", self._scrubber_loop)
+        self.state = "running"
+        for entry in self.config.startup:
+            try:
+                data = self.fs.read_file(entry.image) if self.fs else b""
+                self.spawn(data, entry.argv)
+            except OSError as exc:
+                self.events.emit("STARTUP_FAILED", "error", "kernel",
+                                 f"startup app {entry.image} not started: {exc}")
+        self.events.emit("BOOT_COMPLETE", "info", "kernel", f"{self.satellite_id} up",
+                         processes=len(self.live()))
+
+    def _mount(self) -> None:
+        storage = self.tree["storage0"].open()
+        fs = FileSystem(storage, self.clock.now)
+        try:
+            report = fs.mount()
+        except OSError as exc:
+            self.events.emit("FS_MOUNT_FAILED", "critical", "fs", f"file system not mounted: {exc}")
+            return
+        self.fs = fs
+        if report.formatted:
+            self.events.emit("FS_FORMATTED", "warning", "fs", "blank storage formatted")
+        elif report.recovered:
+            self.events.emit("FS_RECOVERED", "warning", "fs", "recovered after an unclean stop: "
+                             + "; ".join(report.notes), generation=report.generation)
+        self.events.emit("FS_MOUNTED", "info", "fs", f"{report.files} files, generation "
+                         f"{report.generation}", files=report.files)
+        for directory in ("/apps", "/images", "/data"):
+            fs.mkdir(directory, "kernel", parents=True)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Stop every process and service, close the devices. Safe to call twice."""
+        if self.state in ("stopped", "new"):
+            self.state = "stopped"
+            return
+        self.state = "stopping"
+        for process in self.live():
+            self.kill(process.pid, "kernel shutdown", restart=False)
+        self._stop.set()
+        for process in list(self.processes.values()):
+            if not process.exited.is_set():
+                self.clock.wait(process.exited, timeout_s)
+        self.events.emit("SHUTDOWN", "info", "kernel", f"{self.satellite_id} stopped")
+        self.state = "stopped"
+        if self.tree is not None:
+            self.tree.close()
+
+    def _start_service(self, name: str, loop: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                loop()
+            except Exception as exc:  # a service bug is an event, never a dead kernel
+                self.events.emit("SERVICE_FAILED", "critical", name, f"{name} stopped: "
+                                 f"{type(exc).__name__}: {exc}")
+
+        thread = self.clock.start_thread(run, name=f"{self.satellite_id}:{name}")
+        self._service_threads.append(thread)
+
+    # -- processes --------------------------------------------------------------------------------
+    def live(self) -> list[Process]:
+        with self._lock:
+            return [p for p in self.processes.values() if p.alive]
+
+    def process(self, pid: Any) -> Process:
+        """Raises OSError(ESRCH) for an unknown pid."""
+        with self._lock:
+            process = self.processes.get(pid) if isinstance(pid, int) else None
+        if process is None:
+            raise OSError(errno.ESRCH, f"no process {pid!r}")
+        return process
+
+    def spawn(self, image: bytes, argv: tuple[str, ...] | list[str] = (), parent: int | None = None,
+              restarts: int = 0, verified: VerifiedImage | None = None) -> int:
+        """Verify and start an image. Raises ImageError (EACCES unsigned/untrusted/tampered,
+        EINVAL malformed) after recording an APP_REFUSED event, or OSError(ESHUTDOWN)."""
+        if self.state not in ("running", "booting"):
+            raise OSError(errno.ESHUTDOWN, f"kernel is {self.state}")
+        if verified is None:
+            try:
+                verified = verify_image(image, self.keyring)
+            except ImageError as exc:
+                self.counters["refused_images"] += 1
+                self.events.emit("APP_REFUSED", "error", "kernel", f"image refused: {exc.strerror}",
+                                 errno=exc.errno)
+                raise
+        now = self.clock.now()
+        with self._lock:
+            pid = next(self._pids)
+            process = Process(pid, verified, tuple(argv), parent, self.clock.event(), self.clock.event(),
+                              now, restarts=restarts, last_progress_utc_s=now)
+            process.package = f"_orbitos_{self.satellite_id.replace('-', '_')}_pid{pid}"
+            self.processes[pid] = process
+            self.counters["spawned"] += 1
+        with _STACK_LOCK:
+            previous = threading.stack_size(self.config.thread_stack_bytes)
+            try:
+                self.clock.start_thread(self._run, process, name=f"{self.satellite_id}:{process.name}:{pid}")
+            finally:
+                threading.stack_size(previous)
+        self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
+                         f"started as pid {pid}", pid=pid, signer=verified.signer)
+        return pid
+
+    def _run(self, process: Process) -> None:
+        from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
+
+        process.thread_ident = threading.get_ident()
+        process.cpu_mark = time.thread_time()  # CPU accounting, not simulated time
+        code, reason = 0, "exited"
+        try:
+            entry = load_entry(process.package, process.name, process.image.code,
+                               process.manifest.entry)
+            result = entry(Sys(self, process), list(process.argv))
+            code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        except ProcessExit as exc:
+            code, reason = exc.code, exc.reason
+        except OSError as exc:
+            code, reason = EXIT_CRASH, f"crashed: OSError: {exc}"
+        except Exception as exc:  # the app's bug ends the app, never the kernel
+            code, reason = EXIT_CRASH, f"crashed: {type(exc).__name__}: {exc}"
+        finally:
+            self._finish(process, code, reason)
+
+    def _finish(self, process: Process, code: int, reason: str) -> None:
+        for fd in list(process.fds):
+            self._close_handle(process, process.fds.pop(fd))
+        for handle, (driver, _) in list(process.gpu_allocations.items()):
+            try:
+                driver.ioctl("free", handle=handle)
+            except OSError:
+                pass  # the device may be gone; the allocation dies with it
+        process.gpu_allocations.clear()
+        with self._lock:
+            for port in [p for p, b in self.ports.items() if b.pid == process.pid]:
+                del self.ports[port]
+        unload(process.package)
+        process.exit_code, process.reason, process.state = code, reason, "exited"
+        severity = "info" if code == 0 else "warning"
+        self.events.emit("APP_EXIT", severity, process.name, f"pid {process.pid} ended: {reason} "
+                         f"(code {code})", pid=process.pid, code=code, reason=reason)
+        process.exited.set()
+        self._maybe_restart(process, code, reason)
+
+    def _maybe_restart(self, process: Process, code: int, reason: str) -> None:
+        policy = process.manifest.watchdog
+        failed = code != 0 and not reason.startswith(("killed", "kernel shutdown", "limit"))
+        wanted = policy.restart == "always" or (policy.restart == "on-failure" and failed)
+        if not (wanted and process.restart_on_end and self.state == "running"):
+            return
+        if process.restarts >= policy.max_restarts:
+            self.events.emit("RESTART_LIMIT", "error", process.name, f"{process.name} not restarted: "
+                             f"{process.restarts} restarts already", pid=process.pid)
+            return
+        self.counters["restarts"] += 1
+        new_pid = self.spawn(b"", process.argv, process.parent, process.restarts + 1, process.image)
+        self.events.emit("APP_RESTART", "warning", process.name, f"{process.name} restarted as pid "
+                         f"{new_pid} after: {reason}", old_pid=process.pid, pid=new_pid)
+
+    def kill(self, pid: int, reason: str = "killed", restart: bool = False,
+             code: int = EXIT_KILLED) -> None:
+        """End a process at its next syscall (at once if it is waiting in one).
+        Raises OSError(ESRCH) for an unknown or finished pid."""
+        process = self.process(pid)
+        if not process.alive:
+            raise OSError(errno.ESRCH, f"process {pid} has already ended")
+        process.kill_reason = reason if reason.startswith(("killed", "kernel", "watchdog", "limit")) \
+            else f"killed: {reason}"
+        process.kill_code = code
+        process.restart_on_end = restart
+        process.suspended = False
+        process.wakeup.set()
+
+    def wait(self, pid: int, timeout_s: float | None = None) -> dict[str, Any]:
+        """Block (on the clock) until pid ends; its exit code and reason.
+        Raises ESRCH for an unknown pid, ETIMEDOUT when it is still running at the timeout."""
+        process = self.process(pid)
+        if not process.exited.is_set():
+            self.clock.wait(process.exited, timeout_s)
+        if not process.exited.is_set():
+            raise OSError(errno.ETIMEDOUT, f"process {pid} still running after {timeout_s} s")
+        return {"pid": pid, "name": process.name, "exit_code": process.exit_code, "reason": process.reason}
+
+    def ps(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p.info() for p in self.processes.values()]
+
+    # -- blocking and the syscall boundary ---------------------------------------------------------
+    def enter(self, process: Process) -> None:
+        """Start of every syscall: end the process if it must end, hold it while suspended,
+        account its CPU and enforce the CPU limit."""
+        if threading.get_ident() != process.thread_ident:
+            raise OSError(errno.EPERM, "syscalls must come from the process's own thread")
+        self._check_end(process)
+        while process.suspended:
+            process.state = "suspended"
+            process.wakeup.clear()
+            if process.suspended and process.kill_reason is None:
+                self.clock.wait(process.wakeup)
+            self._check_end(process)
+        process.state = "running"
+        process.in_syscall = True
+        process.last_progress_utc_s = self.clock.now()
+        cpu = time.thread_time()
+        process.acct.cpu_s += cpu - process.cpu_mark
+        process.cpu_mark = cpu
+        process.acct.syscalls += 1
+        self.counters["syscalls"] += 1
+        limit = process.manifest.limits.cpu_seconds
+        if process.acct.cpu_s > limit:
+            self._limit(process, f"limit: CPU time {process.acct.cpu_s:.2f} s over {limit:g} s")
+
+    def leave(self, process: Process) -> None:
+        process.in_syscall = False
+        process.last_progress_utc_s = self.clock.now()
+        process.cpu_mark = time.thread_time()
+        if process.state != "exited":
+            process.state = "running"
+
+    def _check_end(self, process: Process) -> None:
+        if process.kill_reason is not None:
+            raise ProcessExit(process.kill_code, process.kill_reason)
+        if self.state == "stopping":
+            raise ProcessExit(EXIT_KILLED, "kernel shutdown")
+
+    def _limit(self, process: Process, reason: str) -> None:
+        self.events.emit("LIMIT_EXCEEDED", "warning", process.name, f"pid {process.pid} stopped: {reason}",
+                         pid=process.pid)
+        process.restart_on_end = False
+        raise ProcessExit(EXIT_LIMIT, reason)
+
+    def block(self, process: Process, timeout_s: float | None, ready: Callable[[], bool]) -> bool:
+        """Wait on the clock until ready() (True) or the timeout (False); ends the process if it is
+        killed meanwhile."""
+        deadline = None if timeout_s is None else self.clock.now() + timeout_s
+        process.state = "blocked"
+        try:
+            while True:
+                process.wakeup.clear()
+                self._check_end(process)
+                if ready():
+                    return True
+                if deadline is not None and self.clock.now() >= deadline:
+                    return False
+                remaining = None if deadline is None else deadline - self.clock.now()
+                self.clock.wait(process.wakeup, remaining)
+        finally:
+            process.state = "running"
+
+    def account_energy(self, process: Process, energy_j: float) -> None:
+        """Add device energy to a process; stop it if its energy per orbit is over the limit."""
+        if energy_j <= 0:
+            return
+        now = self.clock.now()
+        process.acct.energy_j += energy_j
+        window = process.energy_window
+        window.append((now, energy_j))
+        while window and window[0][0] < now - self.governor.horizon_s:
+            window.popleft()
+        used_wh = sum(e for _, e in window) / 3600.0
+        limit = process.manifest.limits.energy_wh_per_orbit
+        if used_wh > limit:
+            self._limit(process, f"limit: device energy {used_wh:.3f} Wh in the last orbit over {limit:g} Wh")
+
+    def deliver(self, port: int, message: Any, sender: str) -> None:
+        """Put a message for `port` in its queue (from this satellite or the ISL network).
+        Raises ECONNREFUSED when nothing is bound there, ENOBUFS when its queue is full."""
+        with self._lock:
+            binding = self.ports.get(port)
+            if binding is None:
+                raise OSError(errno.ECONNREFUSED, f"{self.satellite_id}: nothing is bound to port {port}")
+            if len(binding.queue) >= binding.depth:
+                binding.overflows += 1
+                raise OSError(errno.ENOBUFS, f"{self.satellite_id}: port {port} queue is full")
+            copy = decode_body(encode({"m": message})[4:])["m"]  # the receiver gets its own copy
+            binding.queue.append({"port": port, "data": copy, "time_utc_s": self.clock.now(),
+                                  "sender": sender})
+        binding.notify()
+
+    # -- power ----------------------------------------------------------------------------------
+    def power_status(self, max_age_s: float | None = None) -> dict[str, Any]:
+        """The EPS state (cached for eps_refresh_s of simulated time). Raises OSError(ENODEV)
+        without an EPS."""
+        if self.eps is None:
+            raise OSError(errno.ENODEV, "no EPS on this satellite")
+        max_age = self.config.eps_refresh_s if max_age_s is None else max_age_s
+        now = self.clock.now()
+        if self._eps_cache is None or now - self._eps_cache[0] > max_age:
+            self._eps_cache = (now, self.eps.battery())
+        status = dict(self._eps_cache[1])
+        status["safe_mode"] = self.governor.safe_mode
+        return status
+
+    def _apply_safe_mode(self, soc: float) -> None:
+        change = self.governor.safe_mode_change(soc)
+        if change == "enter":
+            self.counters["safe_mode_entries"] += 1
+            held = ("low", "normal", "high") if soc < self.profile.eps.battery.critical_fraction / 2 \
+                else ("low", "normal")
+            suspended = []
+            for process in self.live():
+                if process.manifest.priority in held:
+                    process.suspended = True
+                    self._suspended_by_safe_mode.add(process.pid)
+                    suspended.append(process.pid)
+            self.events.emit("SAFE_MODE_ENTER", "critical", "governor", f"battery at {soc:.1%}: safe "
+                             f"mode, {len(suspended)} apps suspended ({', '.join(held)})",
+                             soc=soc, suspended=suspended)
+        elif change == "leave":
+            resumed = []
+            for pid in sorted(self._suspended_by_safe_mode):
+                process = self.processes.get(pid)
+                if process is not None and process.alive:
+                    process.suspended = False
+                    process.wakeup.set()
+                    resumed.append(pid)
+            self._suspended_by_safe_mode.clear()
+            self.events.emit("SAFE_MODE_LEAVE", "warning", "governor", f"battery at {soc:.1%}: safe "
+                             f"mode left, {len(resumed)} apps resumed", soc=soc, resumed=resumed)
+
+    # -- services -------------------------------------------------------------------------------
+    def _service_wait(self, period_s: float) -> bool:
+        """Sleep one period; False once the kernel is stopping."""
+        self.clock.wait(self._stop, timeout_s=period_s)
+        return not self._stop.is_set()
+
+    def housekeeping(self) -> dict[str, Any]:
+        """One housekeeping record: power, storage, processes, counters."""
+        states: dict[str, int] = {}
+        for process in self.processes.values():
+            states[process.state] = states.get(process.state, 0) + 1
+        record: dict[str, Any] = {"satellite": self.satellite_id, "time_utc_s": self.clock.now(),
+                                  "uptime_s": self.clock.now() - self.boot_utc_s,
+                                  "safe_mode": self.governor.safe_mode, "processes": states,
+                                  "counters": dict(self.counters),
+                                  "bus": {"published": self.bus.published, "delivered": self.bus.delivered,
+                                          "overflows": self.bus.overflows},
+                                  "events": dict(self.events.counts),
+                                  "deferrals": self.governor.deferrals}
+        if self.eps is not None:
+            power = self.power_status(max_age_s=0.0)
+            record["power"] = {k: power[k] for k in ("soc", "energy_wh", "generation_w", "load_w",
+                                                    "in_eclipse", "next_eclipse_utc_s")}
+        if self.fs is not None:
+            record["storage"] = {"files": len(self.fs.files()), "corrupt_found": self.fs.corrupt_found}
+        return record
+
+    def _housekeeping_loop(self) -> None:
+        while self._service_wait(self.config.housekeeping_period_s):
+            record = self.housekeeping()
+            if "power" in record:
+                self._apply_safe_mode(record["power"]["soc"])
+            self.bus.publish(f"hk.{self.satellite_id}", record, "housekeeping")
+
+    def _watchdog_loop(self) -> None:
+        while self._service_wait(self.config.watchdog_period_s):
+            now = self.clock.now()
+            for process in self.live():
+                window = process.manifest.watchdog.window_s
+                if window <= 0 or process.kill_reason is not None or process.suspended:
+                    continue
+                idle = now - process.last_progress_utc_s
+                if idle > window:
+                    self.events.emit("WATCHDOG_EXPIRED", "error", process.name,
+                                     f"pid {process.pid} made no progress for {idle:.0f} s "
+                                     f"(window {window:g} s)", pid=process.pid)
+                    self.kill(process.pid, f"watchdog: no progress for {idle:.0f} s", restart=True,
+                              code=EXIT_CRASH)
+
+    def _scrubber_loop(self) -> None:
+        position = 0
+        reported: set[str] = set()
+        while self._service_wait(self.config.scrub_period_s):
+            found, position = self.fs.scrub(self.config.scrub_blocks, position)
+            for path in found:
+                if path not in reported:
+                    reported.add(path)
+                    self.events.emit("FILE_CORRUPT", "error", "scrubber", f"{path}: bit flips found "
+                                     "by the scrubber", path=path)
+
+    def _publish_event(self, event: Any) -> None:
+        if event.severity in ("warning", "error", "critical"):
+            try:
+                self.bus.publish(f"events.{self.satellite_id}", event.to_dict(), "kernel")
+            except OSError:
+                pass  # an event too large for the bus stays in the log
+
+    # -- descriptors ----------------------------------------------------------------------------
+    def _close_handle(self, process: Process, handle: Any) -> None:
+        try:
+            handle.close(self, process)
+        except OSError as exc:
+            self.events.emit("CLOSE_FAILED", "warning", process.name, f"closing a descriptor: {exc}")
