@@ -176,8 +176,12 @@ class Sys:
         if target.pid == self._process.pid:
             raise OSError(errno.EDEADLK, "a process cannot wait for itself")
         timeout = _seconds("timeout_s", timeout_s)
-        if not self._kernel.block(self._process, timeout, target.exited.is_set):
-            raise OSError(errno.ETIMEDOUT, f"process {pid} still running after {timeout:g} s")
+        target.waiters.add(self._process)
+        try:
+            if not self._kernel.block(self._process, timeout, target.exited.is_set):
+                raise OSError(errno.ETIMEDOUT, f"process {pid} still running after {timeout:g} s")
+        finally:
+            target.waiters.discard(self._process)
         return {"pid": target.pid, "name": target.name, "exit_code": target.exit_code,
                 "reason": target.reason}
 

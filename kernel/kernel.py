@@ -231,6 +231,12 @@ class Kernel:
                 self.events.emit("APP_REFUSED", "error", "kernel", f"image refused: {exc.strerror}",
                                  errno=exc.errno)
                 raise
+        if self.fs is not None:
+            try:
+                self.fs.mkdir(f"/apps/{verified.manifest.name}", verified.manifest.name, parents=True)
+            except OSError as exc:
+                self.events.emit("HOME_FAILED", "warning", verified.manifest.name,
+                                 f"home directory not created: {exc}")
         now = self.clock.now()
         with self._lock:
             pid = next(self._pids)
@@ -287,6 +293,8 @@ class Kernel:
         self.events.emit("APP_EXIT", severity, process.name, f"pid {process.pid} ended: {reason} "
                          f"(code {code})", pid=process.pid, code=code, reason=reason)
         process.exited.set()
+        for waiter in list(process.waiters):
+            waiter.wakeup.set()
         self._maybe_restart(process, code, reason)
 
     def _maybe_restart(self, process: Process, code: int, reason: str) -> None:

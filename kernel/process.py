@@ -40,7 +40,7 @@ class Accounting:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: processes are kept in sets and compared by who they are
 class Process:
     pid: int
     image: VerifiedImage
@@ -66,6 +66,7 @@ class Process:
     fd_counter: Any = field(default_factory=lambda: itertools.count(3))
     gpu_allocations: dict[int, tuple[Any, int]] = field(default_factory=dict)  # handle -> (driver, bytes)
     energy_window: deque = field(default_factory=deque)  # (time, joules) over one orbit
+    waiters: set = field(default_factory=set)  # processes blocked in wait() on this one
     acct: Accounting = field(default_factory=Accounting)
 
     @property

@@ -2,6 +2,7 @@
 
     orbitos world CONFIG [--hours H] [--step S] [--json] [--contact-plan FILE] [--limit N]
     orbitos hw serve PROFILE [--host H] [--port N] [--config CONFIG --satellite ID] [--start UTC]
+    orbitos app keygen KEY | build DIR --key KEY [-o IMAGE] | verify IMAGE --keyring PUB...
     orbitos version
 
 Exit status: 0 on success, 2 for bad input (a malformed config, a bad option), with a message
@@ -64,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frame-mib", type=float, default=64.0, help="largest frame accepted")
     serve.add_argument("--idle-timeout", type=float, default=600.0,
                        help="seconds a silent client is kept (default 600)")
+    app = commands.add_parser("app", help="signed app images: keys, build, verify")
+    app_commands = app.add_subparsers(dest="app_command", required=True, metavar="APP_COMMAND")
+    keygen = app_commands.add_parser("keygen", help="make an Ed25519 signing key (KEY and KEY.pub)")
+    keygen.add_argument("key", type=Path, help="private key file to write (PEM); the public key goes to .pub")
+    build = app_commands.add_parser("build", help="sign an app directory into an image")
+    build.add_argument("directory", type=Path, help="app directory with manifest.toml and its .py files")
+    build.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    build.add_argument("-o", "--output", type=Path, help="image file (default: NAME-VERSION.img)")
+    verify = app_commands.add_parser("verify", help="check an image's signature against trusted keys")
+    verify.add_argument("image", type=Path)
+    verify.add_argument("--keyring", type=Path, nargs="+", required=True,
+                        help="public keys (.pub) or directories of them")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -174,6 +187,40 @@ def cmd_hw_serve(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace, out: TextIO) -> int:
+    from kernel.image import (ImageError, Keyring, build_image, generate_key, load_private_key,
+                              verify_image)
+
+    try:
+        if args.app_command == "keygen":
+            if args.key.exists():
+                return _fail(f"{args.key} exists; not overwriting a key")
+            key_id = generate_key(args.key)
+            print(f"key {key_id}: private {args.key}, public {args.key.with_suffix('.pub')}", file=out)
+            return 0
+        if args.app_command == "build":
+            image = build_image(args.directory, load_private_key(args.key))
+            verified = verify_image(image, Keyring([load_private_key(args.key).public_key()]))
+            manifest = verified.manifest
+            output = args.output or Path(f"{manifest.name}-{manifest.version}.img")
+            output.write_bytes(image)
+            print(f"{output}: {manifest.name} {manifest.version}, {len(image)} bytes, signed by "
+                  f"{verified.signer}, sha256 {verified.digest[:16]}", file=out)
+            return 0
+        keyring = Keyring.from_files(args.keyring)
+        try:
+            data = args.image.read_bytes()
+        except OSError as exc:
+            return _fail(f"{args.image}: {exc.strerror}")
+        verified = verify_image(data, keyring)
+        manifest = verified.manifest
+        print(f"{args.image}: OK: {manifest.name} {manifest.version}, signed by {verified.signer}, "
+              f"priority {manifest.priority}", file=out)
+        return 0
+    except ImageError as exc:
+        return _fail(str(exc.strerror or exc))
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
@@ -181,6 +228,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_world(args, out)
     if args.command == "hw" and args.hw_command == "serve":
         return cmd_hw_serve(args, out)
+    if args.command == "app":
+        return cmd_app(args, out)
     if args.command == "version":
         print(f"orbitos {_version()}", file=out)
         return 0
