@@ -233,6 +233,11 @@ class FileSystem:
             return sorted(p[len(prefix):] for p in self._index
                           if p.startswith(prefix) and p != path and "/" not in p[len(prefix):])
 
+    def block_numbers(self, path: str) -> list[int]:
+        """The device blocks holding a file, in order (for diagnostics and fault injection)."""
+        with self._lock:
+            return list(self._inode(normalize(path)).blocks)
+
     def usage_bytes(self, owner: str) -> int:
         with self._lock:
             return sum(i.size for i in self._index.values() if i.owner == owner and i.kind == "file")

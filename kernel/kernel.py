@@ -276,14 +276,19 @@ class Kernel:
             self._finish(process, code, reason)
 
     def _finish(self, process: Process, code: int, reason: str) -> None:
-        for fd in list(process.fds):
-            self._close_handle(process, process.fds.pop(fd))
         for handle, (driver, _) in list(process.gpu_allocations.items()):
             try:
-                driver.ioctl("free", handle=handle)
-            except OSError:
-                pass  # the device may be gone; the allocation dies with it
+                driver.open()  # the app may have closed its descriptor: the kernel frees for it
+                try:
+                    driver.ioctl("free", handle=handle)
+                finally:
+                    driver.close()
+            except OSError as exc:
+                self.events.emit("FREE_FAILED", "warning", process.name,
+                                 f"device memory of pid {process.pid} not freed: {exc}")
         process.gpu_allocations.clear()
+        for fd in list(process.fds):
+            self._close_handle(process, process.fds.pop(fd))
         with self._lock:
             for port in [p for p, b in self.ports.items() if b.pid == process.pid]:
                 del self.ports[port]
