@@ -371,9 +371,9 @@ class Kernel:
             self._limit(process, f"limit: CPU time {process.acct.cpu_s:.2f} s over {limit:g} s")
 
     def leave(self, process: Process) -> None:
+        """End of every syscall. The syscall's own CPU is charged to the app at its next entry."""
         process.in_syscall = False
         process.last_progress_utc_s = self.clock.now()
-        process.cpu_mark = time.thread_time()
         if process.state != "exited":
             process.state = "running"
 
