@@ -5,7 +5,11 @@ baseline, same run), a null syscall (`getpid`), open/read/close of a 100-byte fi
 publish + recv of a small message to itself. One JSON line per figure with the ratio to the
 baseline. The kernel runs on a virtual clock: no simulated waits inflate the figures.
 
-    python benchmarks/syscalls.py [--repeats N]
+Then the scale figure: N apps (each sleeping 60 s three times) on one kernel, against N bare
+Python threads with the same stack size blocked on an event, in the same run: memory per
+process, spawn time, and wall time per simulated minute with all of them waking.
+
+    python benchmarks/syscalls.py [--repeats N] [--processes N]
 """
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,9 +77,62 @@ cpu_seconds = 3600.0
 '''
 
 
+SLEEPER = '''
+def main(sys, argv):
+    for _ in range(3):
+        sys.sleep(60.0)
+'''
+
+
+def rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def bare_threads(count: int, stack_bytes: int) -> float:
+    """RSS added per bare thread (same stack size) blocked on an event."""
+    release = threading.Event()
+    before = rss_bytes()
+    previous = threading.stack_size(stack_bytes)
+    threads = [threading.Thread(target=release.wait, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    threading.stack_size(previous)
+    per_thread = (rss_bytes() - before) / count
+    release.set()
+    for thread in threads:
+        thread.join()
+    return per_thread
+
+
+def scale(kernel_image: bytes, keyring: Keyring, count: int) -> dict:
+    baseline_bytes = bare_threads(count, 512 * 1024)
+    clock = VirtualClock(1_780_272_000.0)
+    kernel = Kernel(load_profile(ROOT / "examples" / "profiles" / "three-body.toml"), clock, keyring,
+                    satellite_id="SCALE")
+    with clock.participant():
+        kernel.boot()
+        before = rss_bytes()
+        started = time.perf_counter()
+        pids = [kernel.spawn(kernel_image) for _ in range(count)]
+        spawn_s = (time.perf_counter() - started) / count
+        per_process = (rss_bytes() - before) / count
+        started = time.perf_counter()
+        clock.sleep(200.0)  # every process wakes three times and exits
+        run_s = time.perf_counter() - started
+        finished = sum(kernel.process(pid).exit_code == 0 for pid in pids)
+        kernel.shutdown()
+    return {"benchmark": "syscalls", "figure": "processes", "processes": count, "finished": finished,
+            "rss_per_process_kib": per_process / 1024, "baseline": "bare thread, same stack, blocked",
+            "baseline_rss_per_thread_kib": baseline_bytes / 1024,
+            "ratio": per_process / baseline_bytes if baseline_bytes > 0 else None,
+            "spawn_ms_per_process": spawn_s * 1e3,
+            "wall_s_per_simulated_minute": run_s / (200.0 / 60.0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=2000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     (work / "app").mkdir()
@@ -97,6 +158,11 @@ def main() -> None:
         print(json.dumps({"benchmark": "syscalls", "figure": figure, "ns_per_call": ns,
                           "baseline": "plain Python function call", "baseline_ns_per_call": baseline,
                           "ratio": ns / baseline, "repeats": args.repeats}), flush=True)
+    (work / "sleeper").mkdir()
+    (work / "sleeper" / "app.py").write_text(SLEEPER)
+    (work / "sleeper" / "manifest.toml").write_text(MANIFEST.replace('"bench"', '"sleeper"'))
+    print(json.dumps(scale(build_image(work / "sleeper", key), Keyring([key.public_key()]),
+                           args.processes)), flush=True)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,23 @@ def test_many_processes_fit_and_time_still_moves(signer):
         kernel.clock.sleep(200.0)
         assert all(kernel.process(pid).exit_code == 0 for pid in pids)
         kernel.shutdown()
+
+
+def test_app_cli_keygen_build_verify(tmp_path, capsys):
+    from runtime.cli import main
+    key = tmp_path / "dev.key"
+    assert main(["app", "keygen", str(key)]) == 0
+    assert main(["app", "keygen", str(key)]) == 2  # never overwrites a key
+    image = tmp_path / "hello.img"
+    root = __import__("pathlib").Path(__file__).resolve().parents[3]
+    assert main(["app", "build", str(root / "examples" / "apps" / "hello"), "--key", str(key),
+                 "-o", str(image)]) == 0
+    assert main(["app", "verify", str(image), "--keyring", str(key.with_suffix(".pub"))]) == 0
+    assert "OK: hello 1.0.0" in capsys.readouterr().out
+    data = bytearray(image.read_bytes())
+    data[data.find(b"hello, ")] ^= 0x20
+    image.write_bytes(bytes(data))
+    assert main(["app", "verify", str(image), "--keyring", str(key.with_suffix(".pub"))]) == 2
+    assert "signature does not match" in capsys.readouterr().err
+    assert main(["app", "build", str(tmp_path), "--key", str(key)]) == 2
+    assert "manifest.toml: file not found" in capsys.readouterr().err
