@@ -15,6 +15,7 @@ back at the reserve (hysteresis, so it does not flap).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -35,24 +36,24 @@ class PowerGovernor:
         self.generation = generation
         self.horizon_s = horizon_s
         self.reserve_wh = battery.reserve_fraction * battery.capacity_wh
-        self.critical_wh = battery.critical_fraction * battery.capacity_wh
         self.safe_mode = False
         self.deferrals = 0
 
-    def project_min_wh(self, t: float, energy_wh: float, load_w: float, spend_wh: float) -> float:
-        """Lowest stored energy over [t, t + horizon] with `spend_wh` drawn at t, then load_w."""
-        energy = max(0.0, energy_wh - spend_wh / self.battery.discharge_efficiency)
-        lowest = energy
+    def _trajectory(self, t: float, energy_wh: float, load_w: float) -> Iterator[tuple[float, float]]:
+        """(time, stored energy) at each step of the generation grid over [t, t + horizon]."""
         ledger = EnergyLedger()
-        now = t
-        end = t + self.horizon_s
+        now, end = t, t + self.horizon_s
         while now < end:
             step_end = min(end, self.generation.next_change_after(now))
-            energy = integrate_segment(energy, self.battery, step_end - now,
-                                       self.generation.power_at(now), load_w, ledger)
-            lowest = min(lowest, energy)
+            energy_wh = integrate_segment(energy_wh, self.battery, step_end - now,
+                                          self.generation.power_at(now), load_w, ledger)
             now = step_end
-        return lowest
+            yield now, energy_wh
+
+    def project_min_wh(self, t: float, energy_wh: float, load_w: float, spend_wh: float) -> float:
+        """Lowest stored energy over [t, t + horizon] with `spend_wh` drawn at t, then load_w."""
+        start = max(0.0, energy_wh - spend_wh / self.battery.discharge_efficiency)
+        return min([start] + [energy for _, energy in self._trajectory(t, start, load_w)])
 
     def admit(self, t: float, energy_wh: float, load_w: float, spend_wh: float) -> Admission:
         """May work of `spend_wh` start at t? If not, from when on could it?"""
@@ -65,16 +66,8 @@ class PowerGovernor:
         if lowest >= self.reserve_wh:
             return Admission(True, t, lowest, self.reserve_wh)
         self.deferrals += 1
-        # Walk the grid ahead: carry the battery forward without the work, try it at each point.
-        energy = energy_wh
-        ledger = EnergyLedger()
-        now = t
-        end = t + self.horizon_s
-        while now < end:
-            step_end = min(end, self.generation.next_change_after(now))
-            energy = integrate_segment(energy, self.battery, step_end - now,
-                                       self.generation.power_at(now), load_w, ledger)
-            now = step_end
+        # Carry the battery forward without the work; try the work at each sunlit step.
+        for now, energy in self._trajectory(t, energy_wh, load_w):
             if self.generation.power_at(now) > load_w and \
                     self.project_min_wh(now, energy, load_w, spend_wh) >= self.reserve_wh:
                 return Admission(False, now, lowest, self.reserve_wh)
