@@ -477,9 +477,9 @@ class Sys:
         return self._new_fd(PortHandle(port))
 
     @syscall
-    def send(self, satellite: Any, port: Any, message: Any) -> None:
+    def send(self, satellite: Any, port: Any, message: Any) -> dict[str, Any]:
         """Send a message to a port of a satellite over the ISL network (its own satellite: local
-        delivery). EACCES, EINVAL, EHOSTUNREACH (no network, or no route), ECONNREFUSED (port not
+        delivery); returns {route, arrival_utc_s} as planned. EACCES, EINVAL, EHOSTUNREACH (no network, or no route), ECONNREFUSED (port not
         bound), ENOBUFS (the receiver's queue is full), EMSGSIZE."""
         satellite = _str("satellite", satellite, 64)
         port = _int("port", port, 1, MAX_PORT)
@@ -493,13 +493,16 @@ class Sys:
         sender = f"{kernel.satellite_id}:{self._process.name}:{self._process.pid}"
         if satellite == kernel.satellite_id:
             kernel.deliver(port, message, sender)
+            receipt = {"route": [satellite], "arrival_utc_s": kernel.clock.now()}
         elif kernel.network is None:
             raise OSError(errno.EHOSTUNREACH, f"no ISL network: {satellite} is unreachable from a "
                                               "lone kernel")
         else:
-            kernel.network.send(kernel.satellite_id, satellite, port, message, sender)
+            sent = kernel.network.send(kernel.satellite_id, satellite, port, message, sender)
+            receipt = {"route": list(sent.route), "arrival_utc_s": sent.arrival_utc_s}
         kernel.counters["isl_sent"] += 1
         self._process.acct.bytes_sent += size
+        return receipt
 
     @syscall
     def submit(self, task: Any) -> Any:
