@@ -118,3 +118,33 @@ def test_a_device_that_is_not_blank_and_not_ours_is_never_formatted(signer):
         assert kernel.fs is None and kernel.events.last("FS_MOUNT_FAILED").severity == "critical"
         assert kernel.state == "running"  # the kernel runs on without files
         kernel.shutdown()
+
+
+def test_boot_starts_the_startup_table_and_reports_a_dead_device(signer):
+    """Second boot of the same hardware: the startup table's app (an image stored in the file
+    system) starts, and a device whose backend is gone is an event while the rest come up."""
+    import socket
+
+    from kernel.kernel import Kernel, StartupEntry
+    first = make_kernel(signer)
+    with first.clock.participant():
+        first.boot()
+        first.fs.write_file("/images/hello.img", signer.example("hello"), "kernel", None)
+        first.shutdown()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    second = Kernel(PROFILE, first.clock, signer.keyring, satellite_id="TB01", hardware=first.hardware,
+                    backends={"*": "local", "fpga0": dead},
+                    config=KernelConfig(startup=(StartupEntry("/images/hello.img", ("startup",)),
+                                                 StartupEntry("/images/missing.img"))))
+    with first.clock.participant():
+        second.boot()
+        started = second.events.last("APP_START")
+        assert started is not None and "hello" in started.message
+        assert second.wait(started.fields["pid"], 10.0)["exit_code"] == 0
+        assert "hello, startup" in second.events.last("HELLO").message
+        assert "/images/missing.img" in second.events.last("STARTUP_FAILED").message
+        failed = second.events.last("DEVICE_PROBE_FAILED")
+        assert failed.source == "fpga0" and "gpu0" in second.tree
+        second.shutdown()
