@@ -162,8 +162,12 @@ def _checked_duration(value: float, name: str) -> float:
 class WallClock(SimClock):
     """Simulation time = start + speed x elapsed wall time."""
 
-    def __init__(self, speed: float = 1.0, start_utc: float | None = None) -> None:
-        """Raises ClockError if speed is not a positive finite number."""
+    def __init__(self, speed: float = 1.0, start_utc: float | None = None,
+                 anchor_unix_s: float | None = None) -> None:
+        """Simulation time is start_utc when the clock is made, or, with `anchor_unix_s`, at that
+        wall-clock (Unix) instant: clocks made in several processes with the same start and
+        anchor agree, so satellites hosted apart share one time.
+        Raises ClockError if speed is not a positive finite number."""
         try:
             speed = float(speed)
         except (TypeError, ValueError):
@@ -173,6 +177,8 @@ class WallClock(SimClock):
         self.speed = speed
         self._start_utc = time.time() if start_utc is None else float(start_utc)
         self._start_mono = time.monotonic()
+        if anchor_unix_s is not None:  # shift the monotonic origin to the shared wall instant
+            self._start_mono -= time.time() - float(anchor_unix_s)
 
     def now(self) -> float:
         return self._start_utc + self.speed * (time.monotonic() - self._start_mono)

@@ -131,3 +131,13 @@ def test_wait_needs_an_event_of_this_clock():
     with clock.participant():
         with pytest.raises(ClockError, match="ClockEvent"):
             clock.wait(other.event(), 1.0)
+
+
+def test_wall_clocks_anchored_to_one_instant_agree():
+    """Two clocks made at different moments with the same start and anchor read the same time."""
+    anchor = time.time()
+    first = WallClock(speed=60.0, start_utc=1_000.0, anchor_unix_s=anchor)
+    time.sleep(0.05)
+    second = WallClock(speed=60.0, start_utc=1_000.0, anchor_unix_s=anchor)
+    assert abs(first.now() - second.now()) < 60.0 * 0.01
+    assert second.now() >= 1_000.0 + 60.0 * 0.05 * 0.9
