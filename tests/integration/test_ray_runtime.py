@@ -1,0 +1,65 @@
+"""The constellation on a real local Ray: hosts as named actors, apps deployed everywhere,
+status gathered, an ISL message crossing from one host to another."""
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from cryptography.hazmat.primitives import serialization
+
+from runtime.ray_hosts import HOST_NAME, NAMESPACE, ConstellationRun, start_ray
+from tests.unit.kernel.harness import Signer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    started = start_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_three_body_12_on_ray(local_ray):
+    signer = Signer(Path(tempfile.mkdtemp()))
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    run = ConstellationRun.up(CONFIG, hosts=2, speed=600.0, hours=2.0, trusted_keys_pem=(public,),
+                              housekeeping_period_s=60.0)
+    try:
+        assert ray.get_actor(HOST_NAME.format(1), namespace=NAMESPACE) is not None
+        pids = run.deploy(signer.example("hello"), to="all", argv=("ray",))
+        assert set(pids) == set(run.satellites)
+        receiver = signer.image(name="rx", capabilities={"ports": [5000]}, code="""
+def main(sys, argv):
+    port = sys.bind(5000)
+    msg = sys.recv(port, timeout_s=36000)
+    sys.log("GOT_MESSAGE", "info", message=str(msg["data"]))
+""")
+        sender = signer.image(name="tx", capabilities={"isl_send": True}, code="""
+def main(sys, argv):
+    sys.sleep(60.0)
+    sys.send("TB02", 5000, "from TB01 over Ray")
+""")
+        run.deploy(receiver, to="TB02")  # TB01 and TB02 sit on different hosts (round robin)
+        run.deploy(sender, to="TB01")
+        assert run.owner_of["TB01"] != run.owner_of["TB02"]
+        deadline = time.monotonic() + 30.0
+        got = []
+        while not got and time.monotonic() < deadline:
+            got = [e for e in run.logs("TB02") if e["event_id"] == "GOT_MESSAGE"]
+            time.sleep(0.2)
+        assert got and got[0]["message"] == "from TB01 over Ray"
+        rows = run.status()
+        assert [r["id"] for r in rows] == list(run.satellites)
+        assert all(r["state"] == "running" and 0 < r["soc"] <= 1 for r in rows)
+        assert any(e["event_id"] == "HELLO" for e in run.logs("TB07"))
+        assert run.network_counters()["delivered"] >= 1
+        with pytest.raises(KeyError):
+            run.ps("XX")
+    finally:
+        run.down()
