@@ -13,13 +13,15 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/orbitos world examples/constellations/three-body-12.toml --hours 3
+	$(VENV)/bin/orbitos demo
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/world.py
+	$(PY) benchmarks/hil.py
+	$(PY) benchmarks/syscalls.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

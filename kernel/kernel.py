@@ -519,6 +519,8 @@ class Kernel:
                 window = process.manifest.watchdog.window_s
                 if window <= 0 or process.kill_reason is not None or process.suspended:
                     continue
+                if process.in_syscall and process.state != "blocked":
+                    continue  # the kernel is working for it (a device call): not the app's stall
                 idle = now - process.last_progress_utc_s
                 if idle > window:
                     self.events.emit("WATCHDOG_EXPIRED", "error", process.name,

@@ -3,6 +3,7 @@
     orbitos world CONFIG [--hours H] [--step S] [--json] [--contact-plan FILE] [--limit N]
     orbitos hw serve PROFILE [--host H] [--port N] [--config CONFIG --satellite ID] [--start UTC]
     orbitos app keygen KEY | build DIR --key KEY [-o IMAGE] | verify IMAGE --keyring PUB...
+    orbitos demo [--speed X] [--orbits N] [--hosts N] [--json]
     orbitos version
 
 Exit status: 0 on success, 2 for bad input (a malformed config, a bad option), with a message
@@ -77,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("image", type=Path)
     verify.add_argument("--keyring", type=Path, nargs="+", required=True,
                         help="public keys (.pub) or directories of them")
+    demo = commands.add_parser(
+        "demo", help="the Three-Body-12 constellation on an embedded Ray, flood watchers on all",
+        description="Boot the Three-Body-12 constellation on an embedded local Ray, deploy the flood "
+                    "watcher on every satellite with alerts relayed over the ISL network, run the "
+                    "given number of orbits at the given speed with a live progress line, and print "
+                    "a summary.")
+    demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per second (default 60)")
+    demo.add_argument("--orbits", type=float, default=2.0, help="orbits to run (default 2)")
+    demo.add_argument("--hosts", type=int, default=2, help="Ray host actors (default 2)")
+    demo.add_argument("--config", type=Path, default=None, help="constellation config (default three-body-12)")
+    demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -221,6 +233,23 @@ def cmd_app(args: argparse.Namespace, out: TextIO) -> int:
         return _fail(str(exc.strerror or exc))
 
 
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from runtime.demo import DEFAULT_CONFIG, print_summary, run_demo
+    from sim_hw.spec_loading import ConfigError
+
+    try:
+        summary = run_demo(args.config or DEFAULT_CONFIG, args.speed, args.orbits, args.hosts, out,
+                           live=not args.json)
+    except (ConfigError, ValueError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        json.dump(summary, out)
+        out.write("\n")
+    else:
+        print_summary(summary, out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
@@ -228,6 +257,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_world(args, out)
     if args.command == "hw" and args.hw_command == "serve":
         return cmd_hw_serve(args, out)
+    if args.command == "demo":
+        return cmd_demo(args, out)
     if args.command == "app":
         return cmd_app(args, out)
     if args.command == "version":

@@ -74,6 +74,12 @@ class SatelliteHostActor:
     def network_counters(self) -> dict[str, int]:
         return self.host.network_counters()
 
+    def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        return self.host.events_since(since)
+
+    def now(self) -> float:
+        return self.host.clock.now()
+
     def shutdown(self) -> None:
         self.host.shutdown()
 
@@ -153,6 +159,16 @@ class ConstellationRun:
 
     def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
         return ray.get(self._actor(satellite).logs.remote(satellite, last))
+
+    def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        merged: dict[str, list[dict[str, Any]]] = {}
+        for part in ray.get([a.events_since.remote(since) for a in self.actors]):
+            merged.update(part)
+        return merged
+
+    def now(self) -> float:
+        """Simulation time (UTC POSIX seconds) on the hosts' shared clock."""
+        return ray.get(self.actors[0].now.remote())
 
     def network_counters(self) -> dict[str, int]:
         totals: dict[str, int] = {}

@@ -113,6 +113,11 @@ class SatelliteHost:
     def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.kernel(satellite).events.events()[-last:]]
 
+    def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        """Events of each satellite with a sequence number above since[satellite] (0: all)."""
+        return {satellite: [e.to_dict() for e in kernel.events.events() if e.seq > since.get(satellite, 0)]
+                for satellite, kernel in self.kernels.items()}
+
     def network_counters(self) -> dict[str, int]:
         return dict(self.network.counters)
 

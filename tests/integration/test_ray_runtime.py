@@ -63,3 +63,21 @@ def main(sys, argv):
             run.ps("XX")
     finally:
         run.down()
+
+
+@pytest.mark.slow
+def test_demo_main_path_end_to_end(local_ray, capsys):
+    """`orbitos demo --json` at high speed: the whole path (Ray hosts, signed apps on all 12,
+    relays and collector, the run, the summary) with the summary's promised keys."""
+    import json
+
+    from runtime.cli import main
+    assert main(["demo", "--speed", "1200", "--orbits", "0.3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("satellites", "sim_seconds", "wall_seconds", "alerts", "isl_messages_delivered",
+                "isl_messages_expired", "min_soc", "apps_running"):
+        assert key in summary
+    assert summary["satellites"] == 12 and summary["apps_running"] == 25  # 12 watchers, 12 relays, 1 collector
+    assert summary["sim_seconds"] == pytest.approx(0.3 * 5677, rel=0.01)
+    assert 0.0 < summary["min_soc"] <= 1.0 and summary["isl_messages_expired"] == 0
+    assert ray.is_initialized()  # the session's Ray was joined, not shut down by the demo
