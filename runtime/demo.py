@@ -64,8 +64,8 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
         counts = {"eclipses": 0, "link_acquisitions": 0, "alerts": 0, "reports": 0}
         min_soc = 1.0
         rows: list[dict[str, Any]] = []
-        plan_windows = None
-        last_now = epoch
+        plan_windows = [w for w in run.plan.windows if w.kind == "isl" and w.source < w.target]
+        last_now = epoch - 1.0
         while True:
             now = run.now()
             rows = run.status()
@@ -86,17 +86,10 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
                     elif event["event_id"] == "FLOOD_REPORT":
                         counts["reports"] += 1
                         happenings.append(f"{satellite} collector: {event['message']}")
-            if plan_windows is None:
-                from sim_hw.world import World
-                plan_windows = [w for w in World(constellation, sim_seconds / 3600.0 + 0.5).contact_plan.windows
-                                if w.kind == "isl" and w.source < w.target]
             for window in plan_windows:
                 if last_now < window.data_start <= now:
                     counts["link_acquisitions"] += 1
-                    if window.data_start > epoch + 60:
-                        happenings.append(f"laser link {window.source}-{window.target} acquired")
-            if window_count := sum(1 for w in plan_windows if w.data_start <= epoch + 60 < w.end and last_now == epoch):
-                happenings.append(f"{window_count} laser links acquired at start-up")
+                    happenings.append(f"laser link {window.source}-{window.target} acquired")
             last_now = now
             if live:
                 for line in happenings:

@@ -31,6 +31,7 @@ import runtime
 import sim_hw
 from runtime.satellite_host import HostSpec, SatelliteHost
 from sim_hw.constellation import load_constellation
+from sim_hw.contact_plan import ContactPlan
 from sim_hw.world import World
 
 HOST_NAME = "orbitos-host-{}"
@@ -108,6 +109,7 @@ class ConstellationRun:
     actors: list[Any]
     started_ray: bool
     boot_s: float
+    plan: ContactPlan
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -119,7 +121,8 @@ class ConstellationRun:
         constellation = load_constellation(config_path)
         if not 1 <= hosts <= len(constellation):
             raise ValueError(f"hosts must be 1..{len(constellation)}, got {hosts}")
-        plan_json = World(constellation, hours).contact_plan.to_json()
+        plan = World(constellation, hours).contact_plan
+        plan_json = plan.to_json()
         started_ray = start_ray(address, num_cpus)
         ids = constellation.satellite_ids
         groups = [ids[i::hosts] for i in range(hosts)]
@@ -136,7 +139,7 @@ class ConstellationRun:
                                               lifetime=None).remote(spec, owner_of))
         ray.get([actor.boot.remote() for actor in actors])
         return cls(str(config_path), tuple(ids), owner_of, actors, started_ray,
-                   time.perf_counter() - started)
+                   time.perf_counter() - started, plan)
 
     def _actor(self, satellite: str) -> Any:
         """Raises KeyError naming an unknown satellite."""
