@@ -21,7 +21,7 @@ import numpy as np
 
 from sim_hw.constellation import load_constellation
 from sim_hw.frames import julian_date
-from sim_hw.links import IslPolicy, build_contact_plan
+from sim_hw.links import build_contact_plan
 from sim_hw.orbits import propagate
 from sim_hw.world import World
 

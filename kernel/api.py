@@ -19,7 +19,6 @@ from typing import Any, Callable, TypeVar
 from kernel.bus import check_topic
 from kernel.fs import normalize
 from kernel.handles import DeviceHandle, FileHandle, PortHandle, SubscriptionHandle, expect
-from kernel.image import ImageError
 from kernel.kernel import EXIT_KILLED, Kernel, PortBinding
 from kernel.process import Process, ProcessExit
 from sim_hw.cost_estimate import estimate_cost
@@ -160,10 +159,7 @@ class Sys:
             image = self._fs().read_file(self._check_path(image, "read"))
         if not isinstance(image, bytes | bytearray):
             raise OSError(errno.EINVAL, f"image must be bytes or a path, got {type(image).__name__}")
-        try:
-            return self._kernel.spawn(bytes(image), tuple(argv), parent=self._process.pid)
-        except ImageError as exc:
-            raise OSError(exc.errno, exc.strerror) from None
+        return self._kernel.spawn(bytes(image), tuple(argv), parent=self._process.pid)  # ImageError is an OSError
 
     @syscall
     def exit(self, code: Any = 0) -> None:
@@ -236,13 +232,15 @@ class Sys:
             return self._new_fd(DeviceHandle(driver, nonblock))
         fs = self._fs()
         path = self._check_path(path, "open")
-        if mode == "r":
-            if fs.stat(path)["type"] == "dir":
-                raise OSError(errno.EISDIR, f"{path}: is a directory")
-        elif fs.exists(path) and fs.stat(path)["type"] == "dir":
-            raise OSError(errno.EISDIR, f"{path}: is a directory")
-        else:
+        try:
+            kind = fs.stat(path)["type"]
+        except FileNotFoundError:
+            if mode == "r":
+                raise
+            kind = None
             fs.stat(posixpath.dirname(path))  # ENOENT for a missing parent, now rather than at close
+        if kind == "dir":
+            raise OSError(errno.EISDIR, f"{path}: is a directory")
         handle = FileHandle(path, mode)
         if mode == "w":
             handle.dirty = True  # an empty file exists once closed, as with O_TRUNC

@@ -17,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import msgpack
 
 from sim_hw.wire import encode, decode_body, FrameError
 

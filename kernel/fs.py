@@ -214,9 +214,6 @@ class FileSystem:
             raise OSError(errno.ENOTDIR, f"{parent}: not a directory")
         return parent
 
-    def exists(self, path: str) -> bool:
-        return normalize(path) in self._index
-
     def stat(self, path: str) -> dict[str, Any]:
         path = normalize(path)
         with self._lock:

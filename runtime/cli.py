@@ -193,7 +193,7 @@ def cmd_hw_serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is how a user stops the server: close it and exit 0
     finally:
         server.close()
     return 0

@@ -94,17 +94,17 @@ class SatelliteHost:
         return self.kernel(satellite).spawn(image, argv)
 
     def status(self) -> list[dict[str, Any]]:
-        now = self.clock.now()
+        links_up: dict[str, int] = {}
+        for window in self.network.plan.carrying_at(self.clock.now()):
+            if window.kind == "isl":
+                links_up[window.source] = links_up.get(window.source, 0) + 1
         rows = []
         for satellite, kernel in self.kernels.items():
             power = kernel.power_status() if kernel.eps is not None else {}
             rows.append({"id": satellite, "state": kernel.state, "soc": power.get("soc"),
                          "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
-                         "links_up": sum(1 for w in self.network.plan.carrying_at(now)
-                                         if w.source == satellite and w.kind == "isl"),
-                         "apps": sum(1 for p in kernel.live()),
-                         "alerts": len([e for e in kernel.events.events()
-                                        if e.severity in ("error", "critical")])})
+                         "links_up": links_up.get(satellite, 0), "apps": len(kernel.live()),
+                         "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"]})
         return rows
 
     def ps(self, satellite: str) -> list[dict[str, Any]]:

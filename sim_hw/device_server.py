@@ -111,7 +111,7 @@ class DeviceServer:
             try:
                 sock.close()
             except OSError:
-                pass
+                pass  # the peer is gone already; nothing left to release
 
     def _send(self, sock: socket.socket, reply: dict[str, Any]) -> None:
         try:

@@ -138,7 +138,7 @@ def test_tampered_and_replayed_frames_are_dropped_and_counted():
 
 def test_kernels_talk_over_the_network(ring):
     """An app on TB01 sends to a port bound by an app on TB04, three hops away."""
-    from tests.unit.kernel.harness import PROFILE, Signer, make_kernel
+    from tests.unit.kernel.harness import Signer, make_kernel
     import tempfile
     plan, t0 = ring
     clock = VirtualClock(t0)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from sim_hw.contact_plan import ContactPlan, ContactPlanError, ContactWindow
-from sim_hw.frames import EARTH_RADIUS_KM, teme_to_ecef
 from sim_hw.geometry import SPEED_OF_LIGHT_KM_S, line_of_sight
 from sim_hw.links import (GroundStation, IslPolicy, LaserTerminalSpec, ShellLayout,
                           build_contact_plan, ground_windows, margin_runs)

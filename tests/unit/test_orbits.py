@@ -1,5 +1,4 @@
 """Orbits and frames against Kepler, J2 theory and the sgp4 reference."""
-import math
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """The example apps on a real kernel: hello, the flood watcher, the housekeeping logger."""
-import numpy as np
 
 from kernel.kernel import KernelConfig
 from sim_hw.devices.imager import ImagerModel

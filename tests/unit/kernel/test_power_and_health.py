@@ -1,11 +1,6 @@
 """Power governor, safe mode and housekeeping."""
-import errno
 
-import numpy as np
-import pytest
 
-from kernel.kernel import KernelConfig
-from tests.unit.kernel.harness import make_kernel
 
 TICKER = """
 def main(sys, argv):

@@ -4,7 +4,7 @@ import errno
 import msgpack
 import pytest
 
-from kernel.image import ImageError, Keyring, verify_image
+from kernel.image import ImageError, verify_image
 from tests.unit.kernel.harness import Signer, run_script
 
 LOOP = """

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from tests.unit.kernel.harness import T0, run_script
+from tests.unit.kernel.harness import run_script
 
 
 def ok_and_errors(values):
