@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from sim_hw.wire import decode_body, encode
 
 EXIT_CRASH = 1
 EXIT_KILLED = -9
+INSTALLED_TABLE = "/etc/installed.json"
 EXIT_LIMIT = 137
 _STACK_LOCK = threading.Lock()
 
@@ -147,7 +149,8 @@ class Kernel:
         if self.fs is not None:
             self._start_service("scrubber", self._scrubber_loop)
         self.state = "running"
-        for entry in self.config.startup:
+        installed = [StartupEntry(e["image"], tuple(e["argv"])) for e in self._installed()]
+        for entry in self.config.startup + tuple(installed):
             try:
                 data = self.fs.read_file(entry.image) if self.fs else b""
                 self.spawn(data, entry.argv)
@@ -224,13 +227,7 @@ class Kernel:
         if self.state not in ("running", "booting"):
             raise OSError(errno.ESHUTDOWN, f"kernel is {self.state}")
         if verified is None:
-            try:
-                verified = verify_image(image, self.keyring)
-            except ImageError as exc:
-                self.counters["refused_images"] += 1
-                self.events.emit("APP_REFUSED", "error", "kernel", f"image refused: {exc.strerror}",
-                                 errno=exc.errno)
-                raise
+            verified = self._verify(image)
         if self.fs is not None:
             try:
                 self.fs.mkdir(f"/apps/{verified.manifest.name}", verified.manifest.name, parents=True)
@@ -254,6 +251,53 @@ class Kernel:
         self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
                          f"started as pid {pid}", pid=pid, signer=verified.signer)
         return pid
+
+    def _verify(self, image: bytes) -> VerifiedImage:
+        """Raises ImageError after recording an APP_REFUSED event."""
+        try:
+            return verify_image(image, self.keyring)
+        except ImageError as exc:
+            self.counters["refused_images"] += 1
+            self.events.emit("APP_REFUSED", "error", "kernel", f"image refused: {exc.strerror}",
+                             errno=exc.errno)
+            raise
+
+    def install(self, image: bytes, argv: tuple[str, ...] | list[str] = ()) -> int:
+        """Keep an image in the file system, start it now and at every boot; returns the pid.
+
+        The image and the table of installed apps (`/etc/installed.json`) are written durably
+        before the app starts, so an install that returned survives a crash of the host.
+        Installing an app of the same name again replaces it in the table. Raises ImageError as
+        `spawn` does, OSError(ENODEV) when the satellite has no file system, ENOSPC or EIO when it
+        cannot keep the image (nothing is started then), ESHUTDOWN."""
+        if self.state not in ("running", "booting"):
+            raise OSError(errno.ESHUTDOWN, f"kernel is {self.state}")
+        verified = self._verify(image)
+        if self.fs is None:
+            raise OSError(errno.ENODEV, f"{self.satellite_id} has no file system to install into")
+        path = f"/images/{verified.manifest.name}.img"
+        with self._lock:
+            table = [e for e in self._installed() if e["image"] != path]
+            table.append({"image": path, "argv": list(argv)})
+            self.fs.write_file(path, image, "kernel", None)
+            self.fs.mkdir("/etc", "kernel", parents=True)
+            self.fs.write_file(INSTALLED_TABLE, json.dumps(table).encode(), "kernel", None)
+        self.events.emit("APP_INSTALLED", "info", "kernel", f"{verified.manifest.name} installed at "
+                         f"{path}, starts at every boot", image=path)
+        return self.spawn(b"", argv, verified=verified)
+
+    def _installed(self) -> list[dict[str, Any]]:
+        """The installed-apps table; [] when there is none or it cannot be read (an event)."""
+        if self.fs is None:
+            return []
+        try:
+            return json.loads(self.fs.read_file(INSTALLED_TABLE))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            self.events.emit("INSTALLED_TABLE_UNREADABLE", "error", "kernel",
+                             f"{INSTALLED_TABLE} not read: {exc}")
+            return []
 
     def _run(self, process: Process) -> None:
         from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way

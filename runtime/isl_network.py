@@ -76,6 +76,9 @@ class IslNetwork:
         self._endpoints[satellite] = deliver
         self.identities.setdefault(satellite, SatelliteIdentity(satellite))
 
+    def has_endpoint(self, satellite: str) -> bool:
+        return satellite in self._endpoints
+
     def start(self) -> None:
         if not self._running:
             self._running = True

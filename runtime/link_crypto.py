@@ -6,7 +6,10 @@ X25519 and HKDF-SHA256 (salt: the link's session id; info: both names in order),
 direction. A frame is sealed with AES-256-GCM: the nonce is the 4-byte session id and an 8-byte
 sequence number; the header (from, to, session, sequence) is authenticated as associated data.
 A receiver refuses a frame that does not authenticate (tampered, wrong key) and one whose
-sequence number it has already passed (replayed), and counts both. Everything is
+sequence number it has seen already or that is older than its anti-replay window (replayed),
+and counts both. The window (64 sequence numbers behind the highest seen, a bitmap, as in IPsec
+and SDLS) lets frames sealed in one order arrive in another, as they do when messages meet on a
+link from different paths. Everything is
 `cryptography`'s; nothing is home-made.
 
 Errors: `FrameRejected` (a ValueError) with `reason` "tampered" or "replayed".
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _HEADER = struct.Struct(">16s16sIQ")  # from, to (padded names), session id, sequence
+REPLAY_WINDOW = 64
 
 
 class FrameRejected(ValueError):
@@ -72,6 +76,7 @@ class LinkSession:
         self._aead = AESGCM(key)
         self._next_sequence = 0
         self._highest_seen = -1
+        self._seen_bits = 0  # bit k: sequence highest_seen - k has been seen
         self._lock = threading.Lock()
 
     def seal(self, payload: bytes) -> SealedFrame:
@@ -97,10 +102,16 @@ class LinkSession:
             raise FrameRejected("tampered", f"frame {sequence} on {self.source}->{self.target} "
                                             "does not authenticate") from None
         with self._lock:
-            if sequence <= self._highest_seen:
+            behind = self._highest_seen - sequence
+            if behind >= REPLAY_WINDOW or (behind >= 0 and self._seen_bits >> behind & 1):
                 raise FrameRejected("replayed", f"frame {sequence} on {self.source}->{self.target} "
-                                                f"already seen (highest {self._highest_seen})")
-            self._highest_seen = sequence
+                                                f"already seen or older than the replay window "
+                                                f"(highest {self._highest_seen})")
+            if behind < 0:
+                self._seen_bits = (self._seen_bits << -behind | 1) & ((1 << REPLAY_WINDOW) - 1)
+                self._highest_seen = sequence
+            else:
+                self._seen_bits |= 1 << behind
         return payload
 
 

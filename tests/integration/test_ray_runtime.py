@@ -8,19 +8,12 @@ import pytest
 import ray
 from cryptography.hazmat.primitives import serialization
 
-from runtime.ray_hosts import HOST_NAME, NAMESPACE, ConstellationRun, start_ray
+from runtime.client import Client, OutOfReach
+from runtime.ray_hosts import HOST_NAME, NAMESPACE, ConstellationRun
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    started = start_ray(num_cpus=2)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.slow
@@ -61,6 +54,39 @@ def main(sys, argv):
         assert run.network_counters()["delivered"] >= 1
         with pytest.raises(KeyError):
             run.ps("XX")
+
+        # one for all: TB01 (host 0) sees the whole constellation, over the ISL network
+        client = Client(run, "TB01")
+        rows = client.satellites()
+        assert [r["id"] for r in rows] == list(run.satellites) and all(r["reachable"] for r in rows)
+        assert rows[6]["route"][0] == "TB01" and rows[6]["route"][-1] == "TB07" and rows[6]["round_trip_s"] > 0
+        pid = client.run_app("TB08", signer.example("hello"), ("via-TB01",))
+        assert any(p["pid"] == pid for p in client.ps("TB08"))
+        assert client.read("TB08", "/images/hello.img") == signer.example("hello")
+        with pytest.raises(FileNotFoundError, match="/no/such"):
+            client.read("TB08", "/no/such")
+        assert client.send("TB02", 5000, "hello again")["route"] == ["TB01", "TB02"]
+        slow = Client(run, "TB01", ttl_s=0.001)  # shorter than any light time: out of reach
+        with pytest.raises(OutOfReach) as caught:
+            slow.status("TB05")
+        assert caught.value.next_reachable_utc_s > run.now() - 60
+
+        # a host process that dies is restarted by Ray; its kernels reboot from their files
+        ray.kill(run.actors[1], no_restart=False)
+        deadline = time.monotonic() + 60.0
+        events = []
+        while time.monotonic() < deadline:
+            try:
+                events = [e["event_id"] for e in run.logs("TB02", 200)]
+            except ray.exceptions.RayActorError:
+                events = []
+            if "REBOOTED" in events and "BOOT_COMPLETE" in events[events.index("REBOOTED"):]:
+                break
+            time.sleep(0.2)
+        assert events[0] == "REBOOTED" and "FS_FORMATTED" not in events  # a fresh log, old files
+        processes = run.ps("TB02")  # both installed apps started again; hello has run and ended
+        assert {p["name"] for p in processes} == {"hello", "rx"}
+        assert [p["state"] for p in processes if p["name"] == "rx"] != ["exited"]
     finally:
         run.down()
 

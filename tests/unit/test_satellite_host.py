@@ -1,12 +1,17 @@
 """Satellite hosts without Ray: two hosts share one time and one contact plan, boot their
-satellites, run apps, and carry an ISL message from one host to the other."""
+satellites, run apps, and carry an ISL message from one host to the other; control requests
+travel over the ISL network and back; a host started again on its state directory reboots its
+satellites with their files and installed apps."""
+import errno
 import tempfile
 import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from runtime.satellite_host import HostSpec, SatelliteHost
+import pytest
+
+from runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
 from sim_hw.constellation import load_constellation
 from sim_hw.world import World
 from tests.unit.kernel.harness import Signer
@@ -61,4 +66,110 @@ def main(sys, argv):
         assert hosts["a"].network_counters()["delivered"] >= 1
     finally:
         for host in hosts.values():
+            host.shutdown()
+
+
+def _pair(signer, state_dir=None, speed=600.0):
+    """Two hosts of three-body-12 (TB01-06 and TB07-12) delivering to each other directly."""
+    constellation = load_constellation(CONFIG)
+    plan = World(constellation, 1.0).contact_plan
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    ids = constellation.satellite_ids
+    anchor = time.time()
+    hosts = {}
+
+    def remote(satellite, port, message, sender):
+        host = next(h for h in hosts.values() if satellite in h.kernels)
+        if not host.deliver(satellite, port, message, sender):
+            raise OSError(errno.ECONNREFUSED, "refused")
+
+    for name, members in (("a", ids[:6]), ("b", ids[6:])):
+        spec = HostSpec(str(CONFIG), tuple(members), speed, constellation.epoch_utc_s, anchor, 1.0,
+                        plan.to_json(), (public,), 60.0, state_dir)
+        hosts[name] = SatelliteHost(spec, remote)
+    return hosts, plan
+
+
+def test_control_requests_cross_the_isl_network_and_back():
+    signer = Signer(Path(tempfile.mkdtemp()))
+    hosts, plan = _pair(signer, state_dir=tempfile.mkdtemp())
+    try:
+        for host in hosts.values():
+            host.boot()
+        time.sleep(0.2)  # past the 15 s of link acquisition at 600x
+        a = hosts["a"]
+        status = a.request("TB01", "TB09", "status")
+        assert status["ok"] and status["value"]["id"] == "TB09" and status["value"]["state"] == "running"
+        # the ring's shortest way from TB01 to TB09 runs backwards: TB12, TB11, TB10, TB09
+        assert status["route"] == ["TB01", "TB12", "TB11", "TB10", "TB09"]
+        # each of the four hops costs at least its one-way light time in the plan
+        first_leg = sum(plan.next_data_window(x, y, 0).latency_s
+                        for x, y in zip(status["route"], status["route"][1:]))
+        assert first_leg <= status["request_latency_s"] < first_leg + 0.05
+        assert status["round_trip_s"] >= 2 * first_leg
+
+        pid = a.request("TB01", "TB09", "deploy", {"image": signer.example("hello"), "argv": ["far"]})["value"]
+        assert isinstance(pid, int)
+        assert "hello.img" in a.request("TB01", "TB09", "listdir", {"path": "/images"})["value"]
+        image = a.request("TB01", "TB09", "read", {"path": "/images/hello.img"})["value"]
+        assert image == signer.example("hello")
+
+        missing = a.request("TB01", "TB09", "read", {"path": "/nope"})
+        assert not missing["ok"] and missing["errno"] == errno.ENOENT and "/nope" in missing["error"]
+        refused = a.request("TB01", "TB09", "deploy", {"image": b"not an image"})
+        assert not refused["ok"] and refused["errno"] in (errno.EACCES, errno.EINVAL)
+        unknown = a.request("TB01", "TB09", "reboot")
+        assert not unknown["ok"] and "unknown control operation 'reboot'" in unknown["error"]
+        with pytest.raises(KeyError, match="XX"):
+            a.request("TB01", "XX", "status")
+        with pytest.raises(KeyError, match="TB09"):
+            a.request("TB09", "TB01", "status")  # a gateway must be a satellite of this host
+
+        # out of reach: a time to live shorter than any light time; it says when it would arrive
+        far = a.request("TB01", "TB07", "status", ttl_s=0.001)
+        assert far["ok"] is False and far["reachable"] is False
+        assert far["next_reachable_utc_s"] > a.clock.now() - 1.0
+
+        sent = a.send_from("TB02", "TB04", 5000, {"x": 1})
+        assert sent["ok"] and sent["route"] == ["TB02", "TB03", "TB04"] and sent["latency_s"] > 0
+        # apps cannot take port 0 and garbage on it is refused, not performed
+        assert a.deliver("TB02", CONTROL_PORT, "garbage", "TB01") is False
+    finally:
+        for host in hosts.values():
+            host.shutdown()
+
+
+def test_host_started_again_reboots_from_its_files():
+    signer = Signer(Path(tempfile.mkdtemp()))
+    state = tempfile.mkdtemp()
+    writer = signer.image(name="writer", capabilities={"files": ["/data"]}, code="""
+def main(sys, argv):
+    fd = sys.open("/data/kept.txt", "w")
+    sys.write(fd, b"acknowledged")
+    sys.fsync(fd)
+    sys.close(fd)
+    sys.log("WROTE", "info")
+    sys.sleep(36000)
+""")
+    hosts, _ = _pair(signer, state_dir=state)
+    try:
+        hosts["a"].boot()
+        hosts["a"].deploy("TB03", writer)
+        deadline = time.monotonic() + 10
+        while not any(e["event_id"] == "WROTE" for e in hosts["a"].logs("TB03")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for host in hosts.values():
+            host.shutdown()
+    again, _ = _pair(signer, state_dir=state)
+    try:
+        again["a"].boot("the host process died")
+        kernel = again["a"].kernel("TB03")
+        events = [e["event_id"] for e in again["a"].logs("TB03", 100)]
+        assert "REBOOTED" in events and "FS_FORMATTED" not in events
+        assert kernel.fs.read_file("/data/kept.txt") == b"acknowledged"
+        assert [p["name"] for p in kernel.ps() if p["state"] != "exited"] == ["writer"]
+    finally:
+        for host in again.values():
             host.shutdown()
