@@ -79,6 +79,11 @@ class IslNetwork:
     def has_endpoint(self, satellite: str) -> bool:
         return satellite in self._endpoints
 
+    def mark_down(self, satellite: str, down: bool = True) -> None:
+        """A satellite known lost (or back): routes no longer lead to or through it."""
+        with self._lock:
+            (self.router.down.add if down else self.router.down.discard)(satellite)
+
     def start(self) -> None:
         if not self._running:
             self._running = True

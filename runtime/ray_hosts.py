@@ -107,6 +107,11 @@ class SatelliteHostActor:
         self._names[index] = name
         self._handles.pop(index, None)
 
+    @ray.method(concurrency_group="control")
+    def mark_down(self, satellites: list[str]) -> None:
+        for satellite in satellites:
+            self.host.network.mark_down(satellite)
+
     @ray.method(concurrency_group="data")
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         return self.host.deliver(satellite, port, message, sender)
@@ -334,6 +339,9 @@ class ConstellationRun:
                 else:
                     incident.update(action="reported lost")
                     self.lost[index] = incident
+            if index in self.lost:
+                for other in self._live_actors():
+                    other.mark_down.remote(satellites)
             self.incidents.append(incident)
             new.append(incident)
         return new
@@ -350,7 +358,7 @@ class ConstellationRun:
         except RayActorError as exc:
             incident.update(action="reported lost", error=f"reboot elsewhere failed: {exc}")
             self.lost[index] = incident
-            return
+            return  # check() tells the other hosts
         self.actors[index] = actor
         for other, handle in enumerate(self.actors):
             if other != index and other not in self.lost:

@@ -42,6 +42,7 @@ class Route:
 class ContactGraphRouter:
     def __init__(self, plan: ContactPlan, kinds: tuple[str, ...] = ("isl",)) -> None:
         self.plan = plan
+        self.down: set[str] = set()  # nodes known lost: no route leads through them
         self.by_source: dict[str, list[int]] = {}
         for index, window in enumerate(plan.windows):
             if window.kind in kinds:
@@ -50,7 +51,7 @@ class ContactGraphRouter:
     def earliest_arrival(self, source: str, target: str, t0: float, size_bytes: int,
                          link_free_at: Mapping[int, float] | None = None) -> Route | None:
         """The route arriving first, or None when the plan holds none."""
-        if source == target:
+        if source == target or source in self.down or target in self.down:
             return None
         link_free_at = link_free_at or {}
         best: dict[str, float] = {source: t0}
@@ -64,7 +65,7 @@ class ContactGraphRouter:
                 break
             for index in self.by_source.get(node, ()):
                 window = self.plan.windows[index]
-                if window.end <= t or window.rate_bps <= 0:
+                if window.end <= t or window.rate_bps <= 0 or window.target in self.down:
                     continue
                 depart = max(t, window.data_start, link_free_at.get(index, 0.0))
                 sent = depart + size_bytes * 8.0 / window.rate_bps
