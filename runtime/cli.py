@@ -4,6 +4,8 @@
     orbitos hw serve PROFILE [--host H] [--port N] [--config CONFIG --satellite ID] [--start UTC]
     orbitos app keygen KEY | build DIR --key KEY [-o IMAGE] | verify IMAGE --keyring PUB...
     orbitos demo [--speed X] [--orbits N] [--hosts N] [--json]
+    orbitos up CONFIG [--address A] [--speed X] [--placement packed|node] [--keyring PUB...]
+    orbitos status [--json] | deploy IMAGE --to SAT|--all | ps SAT | logs SAT | connect SAT | down
     orbitos version
 
 Exit status: 0 on success, 2 for bad input (a malformed config, a bad option), with a message
@@ -17,6 +19,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence, TextIO
+
+from runtime.cli_constellation import CONSTELLATION_COMMANDS, add_parsers as add_constellation_parsers
+from runtime.cli_constellation import run_command as run_constellation_command
 
 EXIT_BAD_INPUT = 2
 
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hosts", type=int, default=2, help="Ray host actors (default 2)")
     demo.add_argument("--config", type=Path, default=None, help="constellation config (default three-body-12)")
     demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
+    add_constellation_parsers(commands)
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -261,6 +267,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_demo(args, out)
     if args.command == "app":
         return cmd_app(args, out)
+    if args.command in CONSTELLATION_COMMANDS:
+        return run_constellation_command(args, out)
     if args.command == "version":
         print(f"orbitos {_version()}", file=out)
         return 0

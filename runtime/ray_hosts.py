@@ -30,6 +30,7 @@ This is the only module with `import ray` besides the CLI's use of it.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -161,18 +162,23 @@ _ACTOR_CLASS = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(SatelliteHostAc
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None,
-              object_store_bytes: int = 256 * 1024 * 1024, dashboard: bool = False) -> bool:
+              object_store_bytes: int = 256 * 1024 * 1024, dashboard: bool = False,
+              ship_code: bool = True) -> bool:
     """Join `address`, or start an embedded local Ray if none is running. Returns True when this
-    call started Ray (and so should shut it down)."""
+    call started Ray (and so should shut it down). Joining a cluster ships the project's four
+    packages to it as `runtime_env` py_modules (`ship_code`), so no node needs it installed."""
     if ray.is_initialized():
         return False
-    modules = [str(Path(m.__file__).parent) for m in (sim_hw, drivers, kernel, runtime)]
     if address is None:
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
                  object_store_memory=object_store_bytes, namespace=NAMESPACE)
-    else:
+    elif ship_code:
+        modules = [str(Path(m.__file__).parent) for m in (sim_hw, drivers, kernel, runtime)]
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  runtime_env={"py_modules": modules})
+    else:  # a control command on a running constellation: nothing to ship, nothing to say
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 logging_level=logging.WARNING)
     return True
 
 
@@ -290,7 +296,7 @@ class ConstellationRun:
     def attach(cls, address: str | None = "auto") -> "ConstellationRun":
         """The constellation running on the cluster at `address`, found by its host actors' names.
         Raises LookupError when none runs there."""
-        start_ray(address)
+        start_ray(address, ship_code=False)
         found = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                        if a["namespace"] == NAMESPACE and a["name"].startswith(HOST_PREFIX))
         if not found:

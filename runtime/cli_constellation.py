@@ -1,0 +1,368 @@
+"""The CLI's constellation commands: up, status, deploy, ps, logs, connect, down.
+
+`orbitos up CONFIG` boots the constellation and stays in the foreground (Ctrl-C, SIGTERM or
+`orbitos down` from another shell stops it), watching for lost nodes and printing incidents.
+It writes the session file `$ORBITOS_HOME/session.json` (default `~/.orbitos`) with the Ray
+address; the other commands join that cluster (or the one `--address` names) and find the
+constellation's hosts by name. Exit status 0 on success, 2 for bad input or when no
+constellation runs, with a message on stderr naming what is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import cmd
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from runtime.client import Client, OutOfReach
+
+EXIT_BAD_INPUT = 2
+CONSTELLATION_COMMANDS = ("up", "status", "deploy", "ps", "logs", "connect", "down")
+
+
+class CliError(Exception):
+    """Bad input for a constellation command; its message is what the user reads."""
+
+
+def session_path() -> Path:
+    return Path(os.environ.get("ORBITOS_HOME", Path.home() / ".orbitos")) / "session.json"
+
+
+def _address(args: argparse.Namespace) -> str:
+    """--address, else the running session's, else Ray's "auto"."""
+    if getattr(args, "address", None):
+        return args.address
+    try:
+        session = json.loads(session_path().read_text())
+        # a local Ray started by `up` takes Ray's token (~/.ray/auth_token) from its drivers
+        os.environ.setdefault("RAY_AUTH_MODE", session.get("ray_auth_mode", "token"))
+        return session["address"]
+    except (OSError, ValueError, KeyError):
+        return "auto"
+
+
+def _attach(args: argparse.Namespace) -> Any:
+    address = _address(args)  # first: it may set RAY_AUTH_MODE, which Ray reads on import
+    from runtime.ray_hosts import ConstellationRun
+
+    try:
+        return ConstellationRun.attach(address)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    except ConnectionError as exc:
+        raise CliError(f"no Ray cluster at {address}: {exc}") from None
+
+
+def add_parsers(commands: Any) -> None:
+    def address(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--address", default=None,
+                            help="Ray cluster address (default: the running session's)")
+
+    up = commands.add_parser(
+        "up", help="boot a constellation on Ray and keep it running",
+        description="Boot every satellite of CONFIG as a kernel on Ray (an embedded local Ray, or "
+                    "the cluster at --address) and stay in the foreground until Ctrl-C or "
+                    "`orbitos down`.")
+    up.add_argument("config", type=Path, help="constellation config (TOML)")
+    up.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one)")
+    up.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second (default 1: "
+                                                              "real time, for hardware in the loop)")
+    up.add_argument("--hours", type=float, default=24.0, help="simulated horizon (default 24)")
+    up.add_argument("--placement", choices=("packed", "node"), default="packed",
+                    help="packed: several satellites per host actor; node: one per Ray node "
+                         "labelled orbitos.sat=<id>")
+    up.add_argument("--hosts", type=int, default=None, help="host actors when packed (default: CPUs)")
+    up.add_argument("--satellites", nargs="+", default=None, help="boot only these satellites")
+    up.add_argument("--keyring", type=Path, nargs="+", default=[],
+                    help="public keys (.pub) or directories of them that app images must be signed by")
+    up.add_argument("--state-dir", type=Path, default=None,
+                    help="where satellites keep their storage (default: a temporary directory)")
+    up.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    up.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (needs ray[default])")
+    up.add_argument("--housekeeping", type=float, default=10.0, help="housekeeping period, simulated s")
+
+    status = commands.add_parser("status", help="a table of the satellites: state, SoC, links, apps, alerts")
+    status.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    address(status)
+    deploy = commands.add_parser("deploy", help="install and start a signed app image")
+    deploy.add_argument("image", type=Path)
+    target = deploy.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="SAT", help="one satellite")
+    target.add_argument("--all", action="store_true", help="every satellite")
+    deploy.add_argument("--arg", action="append", default=[], help="an argument for the app (repeatable)")
+    address(deploy)
+    ps = commands.add_parser("ps", help="processes of a satellite")
+    ps.add_argument("satellite")
+    address(ps)
+    logs = commands.add_parser("logs", help="the last events of a satellite")
+    logs.add_argument("satellite")
+    logs.add_argument("--last", type=int, default=30)
+    address(logs)
+    connect = commands.add_parser(
+        "connect", help="a shell on one satellite that reaches all the others over the ISL network",
+        description="Attach to one satellite and reach the whole constellation through it; every "
+                    "request crosses the ISL network with its real latency. Commands: " +
+                    ", ".join(sorted(n[3:] for n in dir(ConnectShell) if n.startswith("do_"))))
+    connect.add_argument("satellite")
+    connect.add_argument("-c", "--command", action="append", default=[], dest="shell_commands",
+                         help="run this shell command and exit (repeatable)")
+    address(connect)
+    down = commands.add_parser("down", help="stop the running constellation")
+    address(down)
+
+
+def _trusted_keys(paths: list[Path]) -> tuple[bytes, ...]:
+    from cryptography.hazmat.primitives import serialization
+
+    from kernel.image import ImageError, Keyring
+
+    try:
+        keyring = Keyring.from_files(paths)
+    except ImageError as exc:
+        raise CliError(str(exc.strerror or exc)) from None
+    return tuple(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                 for key in keyring.keys.values())
+
+
+def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
+    from runtime.ray_hosts import ConstellationRun, PlacementError
+    from sim_hw.spec_loading import ConfigError
+
+    if not 0 < args.speed <= 10_000 or not 0 < args.hours <= 24 * 14:
+        raise CliError(f"--speed must be in (0, 10000] and --hours in (0, 336]; got {args.speed}, {args.hours}")
+    keys = _trusted_keys(args.keyring) if args.keyring else ()
+    hosts = args.hosts or max(1, min(os.cpu_count() or 1, 8))
+    try:
+        run = ConstellationRun.up(args.config, hosts=hosts, speed=args.speed, hours=args.hours,
+                                  trusted_keys_pem=keys, address=args.address, num_cpus=args.num_cpus,
+                                  housekeeping_period_s=args.housekeeping, placement=args.placement,
+                                  satellites=tuple(args.satellites) if args.satellites else None,
+                                  state_dir=args.state_dir)
+    except (ConfigError, ValueError, PlacementError) as exc:
+        raise CliError(str(exc)) from None
+    import ray
+
+    stop = {"now": False}
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    session = session_path()
+    session.parent.mkdir(parents=True, exist_ok=True)
+    session.write_text(json.dumps({"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(),
+                                   "config": str(args.config), "satellites": len(run.satellites),
+                                   "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "token")}))
+    print(f"up: {len(run.satellites)} satellites on {len(run.actors)} hosts ({args.placement}) in "
+          f"{run.boot_s:.1f} s at {args.speed:g}x; Ray at {ray.get_runtime_context().gcs_address}; "
+          f"state in {run.state_dir}", file=out, flush=True)
+    if not keys:
+        print("warning: no --keyring given: every app image will be refused", file=out, flush=True)
+    try:
+        while not stop["now"]:
+            time.sleep(1.0)
+            if not ray.util.list_named_actors(all_namespaces=True):
+                print("down: the constellation was stopped", file=out, flush=True)
+                break
+            for incident in run.check():
+                print(f"incident: {', '.join(incident['satellites'])}: node {incident['node_id'][:12]} "
+                      f"lost; {incident['action']}", file=out, flush=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a user stops `up`: take the constellation down and exit 0
+    finally:
+        run.down()
+        session.unlink(missing_ok=True)
+    return 0
+
+
+def _status_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    header = f"{'satellite':<10} {'state':<11} {'SoC':>6} {'shadow':>6} {'links':>5} {'apps':>4} {'alerts':>6}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for row in rows:
+        soc = "-" if row.get("soc") is None else f"{row['soc']:.1%}"
+        shadow = "-" if row.get("in_eclipse") is None else ("yes" if row["in_eclipse"] else "no")
+        state = row.get("state", "?") if row.get("reachable", True) else "out of reach"
+        print(f"{row['id']:<10} {state:<11} {soc:>6} {shadow:>6} {row.get('links_up', 0):>5} "
+              f"{row.get('apps', 0):>4} {row.get('alerts', 0):>6}", file=out)
+
+
+def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
+    """status, deploy, ps, logs and down on the running constellation."""
+    run = _attach(args)
+    if args.command == "status":
+        rows = run.status()
+        if args.json:
+            json.dump(rows, out)
+            out.write("\n")
+        else:
+            _status_table(rows, out)
+    elif args.command == "deploy":
+        from kernel.image import ImageError
+
+        try:
+            image = args.image.read_bytes()
+        except OSError as exc:
+            raise CliError(f"{args.image}: {exc.strerror}") from None
+        try:
+            pids = run.deploy(image, to="all" if args.all else args.to, argv=tuple(args.arg))
+        except (KeyError, LookupError) as exc:
+            raise CliError(str(exc.args[0])) from None
+        except ImageError as exc:
+            raise CliError(f"{args.image}: refused: {exc.strerror or exc}") from None
+        for satellite, pid in pids.items():
+            print(f"{satellite}: pid {pid}", file=out)
+    elif args.command in ("ps", "logs"):
+        try:
+            rows = run.ps(args.satellite) if args.command == "ps" else run.logs(args.satellite, args.last)
+        except (KeyError, LookupError) as exc:
+            raise CliError(str(exc.args[0])) from None
+        _print_rows(args.command, rows, out)
+    elif args.command == "down":
+        count = len(run.satellites)
+        run.down()
+        print(f"down: {count} satellites stopped", file=out)
+    return 0
+
+
+def _print_rows(kind: str, rows: list[dict[str, Any]], out: TextIO) -> None:
+    if kind == "ps":
+        print(f"{'pid':>5} {'name':<18} {'state':<9} {'priority':<9} {'restarts':>8}", file=out)
+        for row in rows:
+            print(f"{row['pid']:>5} {row['name']:<18} {row['state']:<9} {row.get('priority', '-'):<9} "
+                  f"{row.get('restarts', 0):>8}", file=out)
+    else:
+        for row in rows:
+            print(f"{row['seq']:>5} {row['severity']:<8} {row['event_id']:<20} {row['message']}", file=out)
+
+
+class ConnectShell(cmd.Cmd):
+    """The `orbitos connect` shell: each command is a request from the gateway satellite."""
+
+    def __init__(self, client: Client, out: TextIO) -> None:
+        super().__init__(stdout=out)
+        self.client = client
+        self.out = out
+        self.prompt = f"{client.gateway}> "
+        self.intro = (f"connected to {client.gateway}; every request crosses the ISL network. "
+                      "Type help or ? to list commands.")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out)
+
+    def _route(self) -> None:
+        last = self.client.last
+        if last.get("route") and len(last["route"]) > 1:
+            trip = last.get("round_trip_s", last.get("latency_s", 0.0))
+            self._say(f"  via {' > '.join(last['route'])}, {trip * 1e3:.1f} ms simulated")
+
+    def onecmd(self, line: str) -> bool:
+        try:
+            return super().onecmd(line)
+        except OutOfReach as exc:
+            self._say(f"out of reach: {exc.strerror}")
+        except (OSError, KeyError, LookupError, ValueError) as exc:
+            self._say(f"error: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}")
+        return False
+
+    def _args(self, line: str, count: int, usage: str) -> list[str]:
+        parts = shlex.split(line)
+        if len(parts) < count:
+            raise ValueError(f"usage: {usage}")
+        return parts
+
+    def do_sats(self, line: str) -> None:
+        """sats: every satellite's state, each asked over the ISL network"""
+        rows = self.client.satellites()
+        _status_table(rows, self.out)
+        for row in rows:
+            if not row["reachable"]:
+                when = row.get("next_reachable_utc_s")
+                self._say(f"  {row['id']}: out of reach ({row['error']})" +
+                          ("" if when is None else f"; reachable at {when:.0f}"))
+
+    def do_status(self, line: str) -> None:
+        """status SAT: one satellite's state"""
+        _status_table([self.client.status(self._args(line, 1, "status SAT")[0])], self.out)
+        self._route()
+
+    def do_ps(self, line: str) -> None:
+        """ps SAT: processes of a satellite"""
+        _print_rows("ps", self.client.ps(self._args(line, 1, "ps SAT")[0]), self.out)
+        self._route()
+
+    def do_logs(self, line: str) -> None:
+        """logs SAT [N]: the last N events of a satellite"""
+        parts = self._args(line, 1, "logs SAT [N]")
+        _print_rows("logs", self.client.logs(parts[0], int(parts[1]) if len(parts) > 1 else 20), self.out)
+        self._route()
+
+    def do_run(self, line: str) -> None:
+        """run SAT IMAGE [ARG...]: install and start a signed image on a satellite"""
+        parts = self._args(line, 2, "run SAT IMAGE [ARG...]")
+        pid = self.client.run_app(parts[0], Path(parts[1]).read_bytes(), tuple(parts[2:]))
+        self._say(f"{parts[0]}: pid {pid}")
+        self._route()
+
+    def do_cat(self, line: str) -> None:
+        """cat SAT PATH: a file of a satellite"""
+        parts = self._args(line, 2, "cat SAT PATH")
+        data = self.client.read(parts[0], parts[1])
+        self._say(data.decode(errors="replace"))
+        self._route()
+
+    def do_ls(self, line: str) -> None:
+        """ls SAT [PATH]: a directory of a satellite"""
+        parts = self._args(line, 1, "ls SAT [PATH]")
+        self._say("  ".join(self.client.listdir(parts[0], parts[1] if len(parts) > 1 else "/")))
+        self._route()
+
+    def do_send(self, line: str) -> None:
+        """send SAT PORT TEXT: a message to a port of a satellite"""
+        parts = self._args(line, 3, "send SAT PORT TEXT")
+        sent = self.client.send(parts[0], int(parts[1]), " ".join(parts[2:]))
+        self._say(f"sent: arrives in {sent['latency_s'] * 1e3:.1f} ms simulated via {' > '.join(sent['route'])}")
+
+    def do_quit(self, line: str) -> bool:
+        """quit: leave the shell"""
+        return True
+
+    do_EOF = do_quit
+
+    def emptyline(self) -> bool:
+        return False
+
+
+def cmd_connect(args: argparse.Namespace, out: TextIO) -> int:
+    run = _attach(args)
+    try:
+        client = Client(run, args.satellite)
+    except (KeyError, LookupError) as exc:
+        raise CliError(str(exc.args[0])) from None
+    shell = ConnectShell(client, out)
+    if args.shell_commands:
+        for line in args.shell_commands:
+            print(f"{shell.prompt}{line}", file=out)
+            shell.onecmd(line)
+        return 0
+    shell.cmdloop()
+    return 0
+
+
+def run_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Dispatch a constellation command; bad input is a message and exit status 2."""
+    try:
+        if args.command == "up":
+            return cmd_up(args, out)
+        if args.command == "connect":
+            return cmd_connect(args, out)
+        return cmd_control(args, out)
+    except CliError as exc:
+        print(f"orbitos: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
