@@ -221,8 +221,10 @@ class ConstellationRun:
            num_cpus: int | None = None, housekeeping_period_s: float = 10.0,
            placement: str = "packed", satellites: tuple[str, ...] | None = None,
            state_dir: str | Path | None = None, on_node_loss: str = "reboot",
-           max_restarts: int = 3) -> "ConstellationRun":
-        """Boot a constellation on Ray.
+           max_restarts: int = 3, persist: bool = True) -> "ConstellationRun":
+        """Boot a constellation on Ray. With `persist` (the default) each satellite's storage is
+        a block file under `state_dir` (a temporary directory when None, removed by `down`);
+        without it, storage is the simulated device in memory and nothing survives a restart.
 
         Raises ConfigError for a bad config; ValueError for a bad host count, placement,
         on_node_loss or an unknown satellite in `satellites`; PlacementError when placement
@@ -261,17 +263,19 @@ class ConstellationRun:
             if started_ray:
                 ray.shutdown()
             raise
-        owns_state_dir = state_dir is None
-        state_path = Path(tempfile.mkdtemp(prefix="orbitos-state-")) if state_dir is None else Path(state_dir)
+        owns_state_dir = persist and state_dir is None
+        state_path = Path(tempfile.mkdtemp(prefix="orbitos-state-")) if owns_state_dir else \
+            (Path(state_dir) if persist and state_dir is not None else None)
         owner_of = {sat: index for index, group in enumerate(groups) for sat in group}
         names = {index: HOST_NAME.format(index) for index in range(len(groups))}
         anchor = time.time() + 2.0  # sim time starts at the epoch a moment from now, on every host
         run = cls(str(config_path), ids, owner_of, [], started_ray, 0.0, plan, placement, names,
-                  state_dir=str(state_path), owns_state_dir=owns_state_dir, on_node_loss=on_node_loss)
+                  state_dir=None if state_path is None else str(state_path), owns_state_dir=owns_state_dir,
+                  on_node_loss=on_node_loss)
         for index, group in enumerate(groups):
             spec = HostSpec(str(Path(config_path).resolve()), tuple(group), speed,
                             constellation.epoch_utc_s, anchor, hours, plan_json, tuple(trusted_keys_pem),
-                            housekeeping_period_s, str(state_path), ids)
+                            housekeeping_period_s, None if state_path is None else str(state_path), ids)
             run.specs[index] = spec
             options: dict[str, Any] = {}
             if placement == "node":

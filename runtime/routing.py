@@ -44,9 +44,79 @@ class ContactGraphRouter:
         self.plan = plan
         self.down: set[str] = set()  # nodes known lost: no route leads through them
         self.by_source: dict[str, list[int]] = {}
+        # per window, what the search reads: (end, data start, rate, latency, target)
+        self._fields = [(w.end, w.data_start, w.rate_bps, w.latency_s, w.target) for w in plan.windows]
+        self.by_pair: dict[tuple[str, str], list[int]] = {}
         for index, window in enumerate(plan.windows):
             if window.kind in kinds:
                 self.by_source.setdefault(window.source, []).append(index)
+                self.by_pair.setdefault((window.source, window.target), []).append(index)
+
+    def along(self, nodes: list[str], t0: float, size_bytes: float,
+              link_free_at: Mapping[int, float] | None = None) -> Route | None:
+        """The message timed hop by hop along a given chain of nodes (the first window of each
+        pair that can carry it when it gets there), or None when a pair has none."""
+        link_free_at = link_free_at or {}
+        t, chain = t0, []
+        for a, b in zip(nodes, nodes[1:]):
+            if b in self.down:
+                return None
+            for index in self.by_pair.get((a, b), ()):
+                end, data_start, rate, latency, _ = self._fields[index]
+                if end <= t or rate <= 0:
+                    continue
+                depart = max(t, data_start, link_free_at.get(index, 0.0))
+                sent = depart + size_bytes * 8.0 / rate
+                if sent <= end:
+                    t = sent + latency
+                    chain.append(Hop(index, self.plan.windows[index], depart, t))
+                    break
+            else:
+                return None
+        return Route(tuple(chain)) if chain else None
+
+    def nearest(self, source: str, t0: float, size_bytes: float, max_nodes: int,
+                link_free_at: Mapping[int, float] | None = None,
+                hops: dict[str, Hop] | None = None) -> dict[str, float]:
+        """Earliest arrival at the `max_nodes` nodes reached first from `source` (itself at t0
+        included): the same search as `earliest_arrival`, stopped early. With `hops`, the last
+        hop to each node reached is kept there, for `route_to`."""
+        link_free_at = link_free_at or {}
+        best: dict[str, float] = {source: t0}
+        settled: dict[str, float] = {}
+        queue = [(t0, source)]
+        while queue and len(settled) < max_nodes:
+            t, node = heapq.heappop(queue)
+            if node in settled or node in self.down:
+                continue
+            settled[node] = t
+            for index in self.by_source.get(node, ()):
+                end, data_start, rate, latency, target = self._fields[index]
+                if end <= t or rate <= 0 or target in settled:
+                    continue
+                depart = max(t, data_start, link_free_at.get(index, 0.0))
+                sent = depart + size_bytes * 8.0 / rate
+                if sent > end:
+                    continue
+                arrive = sent + latency
+                if arrive < best.get(target, float("inf")):
+                    best[target] = arrive
+                    if hops is not None:
+                        hops[target] = Hop(index, self.plan.windows[index], depart, arrive)
+                    heapq.heappush(queue, (arrive, target))
+        return settled
+
+    @staticmethod
+    def route_to(source: str, target: str, hops: Mapping[str, Hop]) -> Route | None:
+        """The route to `target` found by a `nearest` search from `source` (its `hops`)."""
+        if target == source or target not in hops:
+            return None
+        chain, node = [], target
+        while node != source:
+            hop = hops[node]
+            chain.append(hop)
+            node = hop.window.source
+        return Route(tuple(reversed(chain)))
 
     def earliest_arrival(self, source: str, target: str, t0: float, size_bytes: int,
                          link_free_at: Mapping[int, float] | None = None) -> Route | None:
@@ -64,18 +134,18 @@ class ContactGraphRouter:
             if node == target:
                 break
             for index in self.by_source.get(node, ()):
-                window = self.plan.windows[index]
-                if window.end <= t or window.rate_bps <= 0 or window.target in self.down:
+                end, data_start, rate, latency, next_node = self._fields[index]
+                if end <= t or rate <= 0 or next_node in self.down:
                     continue
-                depart = max(t, window.data_start, link_free_at.get(index, 0.0))
-                sent = depart + size_bytes * 8.0 / window.rate_bps
-                if sent > window.end:
+                depart = max(t, data_start, link_free_at.get(index, 0.0))
+                sent = depart + size_bytes * 8.0 / rate
+                if sent > end:
                     continue
-                arrive = sent + window.latency_s
-                if arrive < best.get(window.target, float("inf")):
-                    best[window.target] = arrive
-                    previous[window.target] = Hop(index, window, depart, arrive)
-                    heapq.heappush(queue, (arrive, window.target))
+                arrive = sent + latency
+                if arrive < best.get(next_node, float("inf")):
+                    best[next_node] = arrive
+                    previous[next_node] = Hop(index, self.plan.windows[index], depart, arrive)
+                    heapq.heappush(queue, (arrive, next_node))
         if target not in previous:
             return None
         hops = []
