@@ -129,11 +129,11 @@ def bench_memory(sizes: list[int]) -> None:
         time.sleep(2.0)
 
 
-def bench_rtf(speeds: list[float], window_s: float) -> None:
+def bench_rtf(speeds: list[float], window_s: float, persist_modes: tuple[bool, ...] = (False, True)) -> None:
     work, key, public = signer()
     image = build_image(ROOT / "examples" / "apps" / "hk_logger", key)
     period = 10.0
-    for persist in (False, True):
+    for persist in persist_modes:
         for speed in speeds:
             run = ConstellationRun.up(CONFIGS[386], hosts=2, speed=speed, hours=window_s * speed / 3600 + 1,
                                       trusted_keys_pem=(public,), housekeeping_period_s=period,
@@ -264,6 +264,8 @@ def main() -> None:
     parser.add_argument("--speeds", default="10,30,60,120")
     parser.add_argument("--window", type=float, default=20.0, help="wall seconds per speed (rtf)")
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--persist", choices=("both", "on", "off"), default="both",
+                        help="rtf with storage on disk (on), in memory (off), or both")
     args = parser.parse_args()
     start_ray(num_cpus=os.cpu_count() or 2)
     try:
@@ -271,7 +273,8 @@ def main() -> None:
         if "memory" in what:
             bench_memory([int(s) for s in args.sizes.split(",")])
         if "rtf" in what:
-            bench_rtf([float(s) for s in args.speeds.split(",")], args.window)
+            modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.persist]
+            bench_rtf([float(s) for s in args.speeds.split(",")], args.window, modes)
         if "isl" in what:
             bench_isl(args.messages)
     finally:

@@ -185,6 +185,23 @@ class PlanBuilder:
         self.outputs_bytes[task.name] = task.output_bytes
         return assignment
 
+    def adopt(self, assignment: Assignment) -> None:
+        """Book an assignment made earlier (running or done) as it stands."""
+        row = self.state.row[assignment.satellite]
+        k0, watts = self.load_segments(assignment.start_utc_s, assignment.end_utc_s, assignment.power_w)
+        self.extra_w[row, k0:k0 + len(watts)] += watts
+        self.energy_wh[row] = energy_curves(self.state.energy0_wh[row], self.state.base_net_w[row] - self.extra_w[row],
+                                            self.state.hours, self.state.capacity_wh[row], self.state.eta_c[row],
+                                            self.state.eta_d[row])[0]
+        bisect.insort(self.busy.setdefault((row, assignment.device), []),
+                      (assignment.start_utc_s, assignment.end_utc_s))
+        for transfer in assignment.transfers_in + ((assignment.transfer_out,) if assignment.transfer_out else ()):
+            for index, depart in zip(transfer.window_indices, transfer.hop_departs_utc_s):
+                window = self.state.plan.windows[index]
+                self.link_free_at[index] = max(self.link_free_at.get(index, 0.0),
+                                               depart + transfer.size_bytes * 8.0 / window.rate_bps)
+        self.assignments[assignment.task] = assignment
+
     def deliver_output(self, task: Task, satellite: str, ready: float, book: bool = False,
                        path: list[str] | None = None) -> tuple[float, Transfer | None]:
         """When the output is where it must go (inf when it cannot get there), and its transfer;

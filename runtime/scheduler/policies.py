@@ -76,6 +76,10 @@ class Placer:
             sources = builder.input_sources(task)
         except KeyError as missing:
             return Unplaced(task.name, f"dependency {missing.args[0]} not placed")
+        for name, _, holders, _ in sources:
+            if all(h in state.lost for h in holders):
+                return Unplaced(task.name, f"no route for the inputs: {name} is held only by lost "
+                                           f"satellites ({', '.join(holders)})")
         kinds = [k for k in task.ops if any(k in d for d in state.devices)]
         if not kinds:
             return Unplaced(task.name, f"no device: no satellite has {', '.join(task.ops)}")
@@ -381,4 +385,27 @@ def plan(state: ConstellationState, tasks: Iterable[Task], policy: str = "orbito
         else:
             result.assignments[task.name] = builder.assignments[task.name]
     result.decision_s = time.perf_counter() - started
+    return result
+
+
+def replan(state: ConstellationState, tasks: Iterable[Task], previous: Plan, now_utc_s: float,
+           policy: str = "orbitos", seed: int = 0) -> Plan:
+    """Plan again after the world changed (`state`: a satellite lost, a link down, a battery
+    lower than forecast; a task overrunning is an assignment whose end moved). Work that has
+    started on a satellite still there is kept as it is (not disturbed without cause), so is
+    work that is done; everything else is placed again from `now_utc_s`, with what is kept
+    booked first. Raises ValueError as `plan`."""
+    from dataclasses import replace
+
+    builder = PlanBuilder(state)
+    kept = Plan(policy)
+    for assignment in sorted(previous.assignments.values(), key=lambda a: a.start_utc_s):
+        lost = assignment.satellite in state.lost and assignment.end_utc_s > now_utc_s
+        if assignment.start_utc_s <= now_utc_s and not lost:
+            builder.adopt(assignment)
+            kept.assignments[assignment.task] = assignment
+    rest = [replace(t, release_utc_s=max(t.release_utc_s, now_utc_s)) for t in tasks
+            if t.name not in kept.assignments]
+    result = plan(state, rest, policy, seed, builder)
+    result.assignments = {**kept.assignments, **result.assignments}
     return result
