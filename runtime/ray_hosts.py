@@ -30,6 +30,7 @@ This is the only module with `import ray` besides the CLI's use of it.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -51,6 +52,7 @@ from sim_hw.contact_plan import ContactPlan
 from sim_hw.world import World
 
 HOST_PREFIX = "orbitos-host-"
+SCHEDULER_NAME = "orbitos-scheduler"
 HOST_NAME = HOST_PREFIX + "{}"
 NAMESPACE = "orbitos"
 SATELLITE_LABEL = "orbitos.sat"
@@ -62,6 +64,52 @@ class PlacementError(RuntimeError):
     """The cluster cannot hold the constellation as asked (no node for a satellite)."""
 
 
+class SchedulerProxy:
+    """What a kernel's `sys.submit` reaches: the run's scheduler actor, by name."""
+
+    def submit(self, satellite: str, task: dict[str, Any]) -> dict[str, Any]:
+        """Raises OSError(EHOSTUNREACH) when the run has no scheduler."""
+        try:
+            actor = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+        except ValueError:
+            raise OSError(errno.EHOSTUNREACH, "this constellation runs no global scheduler") from None
+        return ray.get(actor.submit.remote(task, satellite))
+
+
+class SchedulerActor:
+    """The `SchedulerService` of a run, planning over the run's world, dispatching through the
+    hosts' control requests."""
+
+    def __init__(self, config_path: str, hours: float, spec: HostSpec, owner_of: dict[str, int],
+                 names: dict[int, str]) -> None:
+        from runtime.scheduler.state import ConstellationState
+        from runtime.scheduler_service import SchedulerService
+        from sim_hw.clock import WallClock
+
+        self._owner_of, self._names = owner_of, dict(names)
+        constellation = load_constellation(config_path)
+        world = World(constellation, hours, 60.0)
+        state = ConstellationState(world)
+        clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
+        self.service = SchedulerService(state, self._request, clock.now, spec.speed)
+
+    def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        actor = ray.get_actor(self._names[self._owner_of[gateway]], namespace=NAMESPACE)
+        return ray.get(actor.request.remote(gateway, target, op, args))
+
+    def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+        return self.service.submit(task, submitted_by)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return self.service.tasks()
+
+    def rename(self, index: int, name: str) -> None:
+        self._names[index] = name
+
+    def shutdown(self) -> None:
+        self.service.close()
+
+
 class SatelliteHostActor:
     """A `SatelliteHost` inside a Ray actor, delivering to other hosts by actor name."""
 
@@ -70,7 +118,7 @@ class SatelliteHostActor:
         self._owner_of = owner_of
         self._names = dict(names)
         self._handles: dict[int, Any] = {}
-        self.host = SatelliteHost(spec, self._remote_deliver)
+        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy())
         if ray.get_runtime_context().was_current_actor_reconstructed:
             reboot_reason = "the host process died and Ray restarted it"
         self.booted: dict[str, Any] | None = None
@@ -159,6 +207,7 @@ class SatelliteHostActor:
 
 
 _ACTOR_CLASS = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(SatelliteHostActor)
+_SCHEDULER_CLASS = ray.remote(SchedulerActor)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None,
@@ -214,6 +263,7 @@ class ConstellationRun:
     specs: dict[int, HostSpec] = field(default_factory=dict)
     lost: dict[int, dict[str, Any]] = field(default_factory=dict)
     incidents: list[dict[str, Any]] = field(default_factory=list)
+    scheduler: Any = None
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -221,7 +271,7 @@ class ConstellationRun:
            num_cpus: int | None = None, housekeeping_period_s: float = 10.0,
            placement: str = "packed", satellites: tuple[str, ...] | None = None,
            state_dir: str | Path | None = None, on_node_loss: str = "reboot",
-           max_restarts: int = 3, persist: bool = True) -> "ConstellationRun":
+           max_restarts: int = 3, persist: bool = True, scheduler: bool = False) -> "ConstellationRun":
         """Boot a constellation on Ray. With `persist` (the default) each satellite's storage is
         a block file under `state_dir` (a temporary directory when None, removed by `down`);
         without it, storage is the simulated device in memory and nothing survives a restart.
@@ -282,6 +332,10 @@ class ConstellationRun:
                 options["label_selector"] = {SATELLITE_LABEL: group[0]}
             run.actors.append(run._start_actor(index, names[index], max_restarts, options))
         try:
+            if scheduler:
+                run.scheduler = _SCHEDULER_CLASS.options(
+                    name=SCHEDULER_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=8,
+                ).remote(str(Path(config_path).resolve()), hours, run.specs[0], owner_of, names)
             ray.get([actor.boot.remote() for actor in run.actors])
             run.nodes = dict(enumerate(ray.get([actor.node_id.remote() for actor in run.actors])))
         except Exception:
@@ -373,6 +427,8 @@ class ConstellationRun:
         for other, handle in enumerate(self.actors):
             if other != index and other not in self.lost:
                 handle.rename.remote(index, name)
+        if self.scheduler is not None:
+            self.scheduler.rename.remote(index, name)
         incident.update(action="rebooted elsewhere", new_host=name, new_node_id=self.nodes[index])
 
     # -- control --------------------------------------------------------------------------------
@@ -448,9 +504,32 @@ class ConstellationRun:
                 totals[key] = totals.get(key, 0) + value
         return totals
 
+    def _scheduler(self) -> Any:
+        """Raises LookupError when the run has no scheduler."""
+        if self.scheduler is None:
+            try:
+                self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+            except ValueError:
+                raise LookupError("this constellation runs no global scheduler (orbitos up starts one)") from None
+        return self.scheduler
+
+    def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+        """Hand a task to the scheduler: its record (placed, or refused with the reason)."""
+        return ray.get(self._scheduler().submit.remote(task, submitted_by))
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return ray.get(self._scheduler().tasks.remote())
+
     def down(self) -> None:
         """Stop every kernel and host; shut Ray down if this run started it; remove the state
         directory if the run made it."""
+        try:
+            scheduler = self._scheduler()
+            ray.get(scheduler.shutdown.remote(), timeout=10.0)
+            ray.kill(scheduler, no_restart=True)
+        except (LookupError, GetTimeoutError, RayActorError):
+            pass  # no scheduler, or one that cannot answer: nothing more to stop
+        self.scheduler = None
         live = self._live_actors()
         try:
             ray.get([actor.shutdown.remote() for actor in live], timeout=60.0)

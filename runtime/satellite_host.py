@@ -46,7 +46,7 @@ from sim_hw.wire import encode
 RemoteDeliver = Callable[[str, int, Any, str], None]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
-CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "listdir")
+CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ class HostSpec:
 
 
 class SatelliteHost:
-    def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None) -> None:
+    def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
+                 scheduler: Any = None) -> None:
         self.spec = spec
         constellation = load_constellation(spec.config_path)
         self.clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
@@ -88,7 +89,7 @@ class SatelliteHost:
                             "storage0": f"native:storage:{Path(spec.state_dir) / satellite}.img"}
             kernel = Kernel(constellation.profile_of(satellite), self.clock, keyring,
                             satellite_id=satellite, hardware=hardware, track=track, config=config,
-                            network=self.network, backends=backends)
+                            network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
             self.network.attach(satellite, self._endpoint(satellite))
         for satellite in spec.members or constellation.satellite_ids:
@@ -185,11 +186,18 @@ class SatelliteHost:
             return [e.to_dict() for e in kernel.events.events()[-int(args.get("last", 50)):]]
         if op == "deploy":
             return kernel.install(args["image"], tuple(args.get("argv", ())))
-        if op in ("read", "listdir"):
+        if op in ("read", "write", "listdir"):
             if kernel.fs is None:
                 raise OSError(errno.ENODEV, f"{satellite} has no file system")
             if not isinstance(args.get("path"), str):
                 raise OSError(errno.EINVAL, f"{op} needs a path, got {args.get('path')!r}")
+            if op == "write":
+                if not isinstance(args.get("data"), bytes):
+                    raise OSError(errno.EINVAL, "write needs data (bytes)")
+                parent = args["path"].rsplit("/", 1)[0] or "/"
+                kernel.fs.mkdir(parent, "runtime", parents=True)
+                kernel.fs.write_file(args["path"], args["data"], "runtime", None)
+                return len(args["data"])
             return kernel.fs.read_file(args["path"]) if op == "read" else kernel.fs.listdir(args["path"])
         raise OSError(errno.EINVAL, f"unknown control operation {op!r}; known: {', '.join(CONTROL_OPS)}")
 

@@ -1,0 +1,81 @@
+"""The global scheduler on a running constellation (real Ray): a task from the Python side and
+one from an app's sys.submit are placed by the orbitos policy and run for real on the chosen
+satellite's kernel, the input file moved there over the ISL network first; a malformed task is
+refused with the reason; the task list says all of it."""
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from runtime.ray_hosts import ConstellationRun
+from sim_hw.constellation import load_constellation
+from tests.unit.kernel.harness import Signer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
+
+
+def wait_for(predicate, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.slow
+def test_tasks_placed_and_run_for_real(local_ray):
+    signer = Signer(Path(tempfile.mkdtemp()))
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    run = ConstellationRun.up(CONFIG, hosts=2, speed=300.0, hours=3.0, trusted_keys_pem=(public,),
+                              housekeeping_period_s=120.0, scheduler=True)
+    try:
+        epoch = load_constellation(CONFIG).epoch_utc_s
+        wait_for(lambda: run.now() > epoch + 60.0)
+        tile = bytes(range(256)) * 4096  # 1 MiB on TB02
+        assert run.request("TB02", ["TB02"], "write", {"path": "/data/tile.bin", "data": tile})[0]["ok"]
+        worker = signer.image(name="worker", capabilities={"files": ["/data"]}, code="""
+def main(sys, argv):
+    fd = sys.open(argv[0])
+    data = sys.read(fd)
+    sys.close(fd)
+    sys.log("WORKED", "info", size=len(data), path=argv[0], tag=argv[1])
+""")
+        record = run.submit({"name": "ndwi-tile", "ops": {"gpu": 5e15}, "deadline_s": 3600,
+                             "inputs": [{"name": "tile", "size_bytes": len(tile), "holders": ["TB02"],
+                                         "path": "/data/tile.bin"}],
+                             "image": worker, "argv": ["python-client"]}, "TB01")
+        assert record["status"] == "placed", record
+        chosen = record["satellite"]
+        assert record["deadline_met"] and record["start_utc_s"] >= run.now() - 60
+        done = wait_for(lambda: [t for t in run.tasks() if t["task"] == "ndwi-tile"
+                                 and t["status"] in ("running", "failed")])
+        assert done[0]["status"] == "running", done
+        worked = wait_for(lambda: [e for e in run.logs(chosen, 100) if e["event_id"] == "WORKED"])
+        assert worked[0]["fields"]["size"] == len(tile) and worked[0]["fields"]["tag"] == "python-client"
+        if chosen != "TB02":  # the input crossed the ISL network to the chosen satellite
+            assert record["inputs_from"]["tile"][0] == "TB02" and record["inputs_from"]["tile"][-1] == chosen
+
+        submitter = signer.image(name="submitter", capabilities={"submit": True}, code="""
+def main(sys, argv):
+    answer = sys.submit({"name": "from-an-app", "ops": {"gpu": 1e15}, "deadline_s": 1800})
+    sys.log("SUBMITTED", "info", status=answer["status"], satellite=str(answer.get("satellite")))
+""")
+        run.deploy(submitter, to="TB05")
+        logged = wait_for(lambda: [e for e in run.logs("TB05", 100) if e["event_id"] == "SUBMITTED"])
+        assert logged[0]["fields"]["status"] == "placed"
+
+        refused = run.submit({"name": "bad", "ops": {"tpu": 1e9}})
+        assert refused["status"] == "refused" and "unknown device kind 'tpu'" in refused["reason"]
+        again = run.submit({"name": "ndwi-tile", "ops": {"gpu": 1e15}})
+        assert again["status"] == "refused" and "submitted before" in again["reason"]
+        listed = {t["task"]: t for t in run.tasks()}
+        assert set(listed) == {"ndwi-tile", "from-an-app"}
+        assert listed["from-an-app"]["submitted_by"] == "TB05"
+    finally:
+        run.down()
