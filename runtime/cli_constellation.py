@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from runtime.client import Client, OutOfReach
 
 EXIT_BAD_INPUT = 2
-CONSTELLATION_COMMANDS = ("up", "status", "deploy", "ps", "logs", "connect", "down")
+CONSTELLATION_COMMANDS = ("up", "status", "deploy", "ps", "logs", "connect", "down", "submit", "tasks")
 
 
 class CliError(Exception):
@@ -115,6 +115,18 @@ def add_parsers(commands: Any) -> None:
     address(connect)
     down = commands.add_parser("down", help="stop the running constellation")
     address(down)
+    submit = commands.add_parser(
+        "submit", help="hand tasks to the global scheduler",
+        description="Submit the tasks of a TOML task file ([[tasks]] with name, ops, deadline_s, "
+                    "inputs, output_to, priority, depends_on, image (a signed app image, path "
+                    "relative to the file), argv; docs/scheduler.md). Prints where each was placed "
+                    "or why it was refused.")
+    submit.add_argument("taskfile", type=Path)
+    submit.add_argument("--json", action="store_true")
+    address(submit)
+    tasks = commands.add_parser("tasks", help="the scheduler's tasks: placement, status, reasons")
+    tasks.add_argument("--json", action="store_true")
+    address(tasks)
 
 
 def _trusted_keys(paths: list[Path]) -> tuple[bytes, ...]:
@@ -143,7 +155,7 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
                                   trusted_keys_pem=keys, address=args.address, num_cpus=args.num_cpus,
                                   housekeeping_period_s=args.housekeeping, placement=args.placement,
                                   satellites=tuple(args.satellites) if args.satellites else None,
-                                  state_dir=args.state_dir)
+                                  state_dir=args.state_dir, scheduler=True)
     except (ConfigError, ValueError, PlacementError) as exc:
         raise CliError(str(exc)) from None
     import ray
@@ -224,11 +236,48 @@ def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
         except (KeyError, LookupError) as exc:
             raise CliError(str(exc.args[0])) from None
         _print_rows(args.command, rows, out)
+    elif args.command in ("submit", "tasks"):
+        records = [run.submit(task) for task in _read_taskfile(args.taskfile)] if args.command == "submit" \
+            else run.tasks()
+        if args.json:
+            json.dump(records, out)
+            out.write("\n")
+        for record in [] if args.json else records:
+            if record["status"] == "refused" or "satellite" not in record:
+                print(f"{record['task']}: {record['status']}: {record.get('reason', '')}", file=out)
+            else:
+                print(f"{record['task']}: {record['status']} on {record['satellite']} {record['device']} at "
+                      f"{record['start_utc_s']:.0f}, done {record['completion_utc_s']:.0f}"
+                      f"{'' if record['deadline_met'] else ' (late)'}"
+                      f"{': ' + record['reason'] if record.get('reason') else ''}", file=out)
     elif args.command == "down":
         count = len(run.satellites)
         run.down()
         print(f"down: {count} satellites stopped", file=out)
     return 0
+
+
+def _read_taskfile(path: Path) -> list[dict[str, Any]]:
+    """The tasks of a TOML task file, images read from disk. Raises CliError naming the problem."""
+    import tomllib
+
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"{path}: not TOML: {exc}") from None
+    tasks = document.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise CliError(f"{path}: no [[tasks]]")
+    for i, task in enumerate(tasks):
+        if "image" in task:
+            image = (path.parent / str(task["image"]))
+            try:
+                task["image"] = image.read_bytes()
+            except OSError as exc:
+                raise CliError(f"{path}: tasks[{i}].image {image}: {exc.strerror}") from None
+    return tasks
 
 
 def _print_rows(kind: str, rows: list[dict[str, Any]], out: TextIO) -> None:

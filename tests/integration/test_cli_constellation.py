@@ -67,6 +67,17 @@ def test_up_status_deploy_ps_logs_connect_down(tmp_path):
         assert "sent: arrives in" in shell.stdout and "via TB01 > TB02 > TB03" in shell.stdout
         assert (state / "TB05.img").exists()  # the satellites' storage is on disk
 
+        taskfile = tmp_path / "tasks.toml"
+        taskfile.write_text('[[tasks]]\nname = "hello-task"\nops = { gpu = 1e15 }\ndeadline_s = 3600\n'
+                            'image = "hello.img"\nargv = ["scheduled"]\n\n'
+                            '[[tasks]]\nname = "bad"\nops = { tpu = 1e9 }\n')
+        submitted = orbitos(env, "submit", str(taskfile))
+        assert submitted.returncode == 0, submitted.stderr
+        assert re.search(r"hello-task: placed on TB\d\d gpu at", submitted.stdout)
+        assert "bad: refused: task 'bad': field 'ops' names unknown device kind 'tpu'" in submitted.stdout
+        listed = json.loads(orbitos(env, "tasks", "--json").stdout)
+        assert {t["task"] for t in listed} == {"hello-task"}
+
         down = orbitos(env, "down")
         assert down.returncode == 0 and "down: 12 satellites stopped" in down.stdout
         assert up.wait(timeout=60) == 0
