@@ -92,11 +92,13 @@ def normalize(path: Any) -> str:
 
 
 class FileSystem:
-    def __init__(self, storage: StorageDriver, now: Callable[[], float]) -> None:
+    def __init__(self, storage: StorageDriver, now: Callable[[], float], lock: Any = None) -> None:
+        """`lock`: a clock-aware re-entrant lock (`ClockRLock`) when callers wait on a virtual
+        clock; a threading.RLock by default."""
         self.storage = storage
         self.now = now
         self.block_bytes = storage.block_bytes
-        self._lock = threading.RLock()
+        self._lock = lock if lock is not None else threading.RLock()
         self._index: dict[str, Inode] = {}
         self._generation = 0
         self._active_slot = SLOT_B  # the first commit goes to A

@@ -40,7 +40,7 @@ from kernel.governor import PowerGovernor
 from kernel.image import ImageError, Keyring, VerifiedImage, verify_image
 from kernel.loader import load_entry, unload
 from kernel.process import Process, ProcessExit
-from sim_hw.clock import SimClock
+from sim_hw.clock import ClockRLock, SimClock
 from sim_hw.hardware import SatelliteHardware
 from sim_hw.orbits import period_s
 from sim_hw.profile import HardwareProfile
@@ -162,7 +162,7 @@ class Kernel:
 
     def _mount(self) -> None:
         storage = self.tree["storage0"].open()
-        fs = FileSystem(storage, self.clock.now)
+        fs = FileSystem(storage, self.clock.now, ClockRLock(self.clock))
         try:
             report = fs.mount()
         except OSError as exc:

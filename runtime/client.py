@@ -5,6 +5,7 @@
     client.run("TB09", image, argv)       # install and start an app on another satellite
     client.read("TB09", "/data/out.bin")  # a file from another satellite
     client.send("TB09", 5000, {"hello": 1})
+    client.submit({"name": "ndwi", "ops": {"gpu": 1e15}, "deadline_s": 600})  # to the scheduler
 
 Every request leaves from the gateway satellite, crosses the ISL network hop by hop with the
 contact plan's latency to its target, is performed there, and its reply comes back the same way
@@ -90,3 +91,11 @@ class Client:
     def send(self, satellite: str, port: int, message: Any) -> dict[str, Any]:
         """A message to a port of `satellite`; the route and its latency. Raises OutOfReach."""
         return self._check(self.run.send_from(self.gateway, satellite, port, message, self.ttl_s))
+
+    def submit(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Hand a task to the global scheduler as submitted from the gateway satellite; its
+        record (placed, or refused with the reason). Raises LookupError without a scheduler."""
+        return self.run.submit(task, self.gateway)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return self.run.tasks()

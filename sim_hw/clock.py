@@ -149,6 +149,47 @@ class SimClock(ABC):
         ...
 
 
+class ClockRLock:
+    """A re-entrant lock whose waiters wait on the clock, so that a virtual clock knows they are
+    blocked (a plain lock held across a clock wait would stall a virtual clock for good)."""
+
+    def __init__(self, clock: "SimClock") -> None:
+        self._clock = clock
+        self._guard = threading.Lock()
+        self._owner: int | None = None
+        self._count = 0
+        self._released = clock.event()
+
+    def acquire(self) -> bool:
+        me = threading.get_ident()
+        while True:
+            with self._guard:
+                if self._owner is None or self._owner == me:
+                    self._owner = me
+                    self._count += 1
+                    return True
+                self._released.clear()
+            self._clock.wait(self._released)
+
+    def release(self) -> None:
+        with self._guard:
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                released = True
+            else:
+                released = False
+        if released:
+            self._released.set()
+
+    def __enter__(self) -> "ClockRLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _checked_duration(value: float, name: str) -> float:
     try:
         value = float(value)

@@ -27,10 +27,12 @@ FAST_NODE_DEATH = {"health_check_period_ms": 500, "health_check_failure_threshol
 def cluster():
     if ray.is_initialized():
         ray.shutdown()  # the session's single-node Ray; the next test that needs it starts it again
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": FAST_NODE_DEATH})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"gpu_slot": 1},
+                                                            "_system_config": FAST_NODE_DEATH})
     nodes = {}
     for satellite in SATELLITES:  # one after another: starting nodes at once can race for ports
-        nodes[satellite] = cluster.add_node(num_cpus=1, labels={SATELLITE_LABEL: satellite})
+        nodes[satellite] = cluster.add_node(num_cpus=1, resources={"gpu_slot": 1},
+                                            labels={SATELLITE_LABEL: satellite})
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
     yield cluster, nodes
     ray.shutdown()
@@ -45,6 +47,36 @@ def _wait_for(predicate, timeout_s=60.0):
             return value
         time.sleep(0.3)
     raise AssertionError("condition not met in time")
+
+
+@pytest.mark.slow
+def test_ray_default_mimic_agrees_with_real_ray(cluster):
+    """The scheduler's ray-default baseline against Ray itself: 8 equal tasks, each asking for
+    the one GPU slot of a node, handed to a 4-node cluster at once. Ray packs the submitting
+    node, spreads past 50 % utilisation and queues when all are busy: two tasks per node. The
+    mimic, on 4 satellites, must give the same spread."""
+    from runtime.scheduler.model import Task
+    from runtime.scheduler.policies import plan
+    from runtime.scheduler.state import ConstellationState
+    from sim_hw.world import World
+
+    @ray.remote(num_cpus=0, resources={"gpu_slot": 1})
+    def work():
+        time.sleep(1.0)
+        return ray.get_runtime_context().get_node_id()
+
+    placed = ray.get([work.remote() for _ in range(8)])
+    real = sorted(placed.count(node) for node in set(placed))
+    state = ConstellationState(World(load_constellation(CONFIG), 2.0, 60.0))
+    t0 = state.start_utc_s + 600.0
+    tasks = [Task(f"w{i}", {"gpu": 2e16}, t0, t0 + 7200.0, submitted_by="TB01") for i in range(8)]
+    four = ConstellationState(state.world, lost=tuple(state.ids[4:]))  # four nodes, as in the cluster
+    mimic = plan(four, tasks, "ray-default")
+    counts = {}
+    for a in mimic.assignments.values():
+        counts[a.satellite] = counts.get(a.satellite, 0) + 1
+    assert real == sorted(counts.values()) == [2, 2, 2, 2]
+    assert mimic.assignments["w0"].satellite == "TB01"  # the submitting node first, as Ray does
 
 
 @pytest.mark.slow

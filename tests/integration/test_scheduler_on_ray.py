@@ -70,12 +70,15 @@ def main(sys, argv):
         logged = wait_for(lambda: [e for e in run.logs("TB05", 100) if e["event_id"] == "SUBMITTED"])
         assert logged[0]["fields"]["status"] == "placed"
 
+        from runtime.client import Client
+        via_client = Client(run, "TB07").submit({"name": "via-client", "ops": {"gpu": 1e15}, "deadline_s": 1800})
+        assert via_client["status"] == "placed" and via_client["submitted_by"] == "TB07"
         refused = run.submit({"name": "bad", "ops": {"tpu": 1e9}})
         assert refused["status"] == "refused" and "unknown device kind 'tpu'" in refused["reason"]
         again = run.submit({"name": "ndwi-tile", "ops": {"gpu": 1e15}})
         assert again["status"] == "refused" and "submitted before" in again["reason"]
         listed = {t["task"]: t for t in run.tasks()}
-        assert set(listed) == {"ndwi-tile", "from-an-app"}
+        assert set(listed) == {"ndwi-tile", "from-an-app", "via-client"}
         assert listed["from-an-app"]["submitted_by"] == "TB05"
     finally:
         run.down()
