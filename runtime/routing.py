@@ -52,6 +52,17 @@ class ContactGraphRouter:
                 self.by_source.setdefault(window.source, []).append(index)
                 self.by_pair.setdefault((window.source, window.target), []).append(index)
 
+    def _cross(self, index: int, t: float, size_bytes: float,
+               link_free_at: Mapping[int, float]) -> tuple[float, float] | None:
+        """(departure, arrival) of a message at a window's source at t, or None when the window
+        cannot carry it (closed, no rate, not sent whole before it closes)."""
+        end, data_start, rate, latency, _ = self._fields[index]
+        if end <= t or rate <= 0:
+            return None
+        depart = max(t, data_start, link_free_at.get(index, 0.0))
+        sent = depart + size_bytes * 8.0 / rate
+        return None if sent > end else (depart, sent + latency)
+
     def along(self, nodes: list[str], t0: float, size_bytes: float,
               link_free_at: Mapping[int, float] | None = None) -> Route | None:
         """The message timed hop by hop along a given chain of nodes (the first window of each
@@ -62,13 +73,9 @@ class ContactGraphRouter:
             if b in self.down:
                 return None
             for index in self.by_pair.get((a, b), ()):
-                end, data_start, rate, latency, _ = self._fields[index]
-                if end <= t or rate <= 0:
-                    continue
-                depart = max(t, data_start, link_free_at.get(index, 0.0))
-                sent = depart + size_bytes * 8.0 / rate
-                if sent <= end:
-                    t = sent + latency
+                timing = self._cross(index, t, size_bytes, link_free_at)
+                if timing is not None:
+                    depart, t = timing
                     chain.append(Hop(index, self.plan.windows[index], depart, t))
                     break
             else:
@@ -91,14 +98,11 @@ class ContactGraphRouter:
                 continue
             settled[node] = t
             for index in self.by_source.get(node, ()):
-                end, data_start, rate, latency, target = self._fields[index]
-                if end <= t or rate <= 0 or target in settled:
+                target = self._fields[index][4]
+                timing = None if target in settled else self._cross(index, t, size_bytes, link_free_at)
+                if timing is None:
                     continue
-                depart = max(t, data_start, link_free_at.get(index, 0.0))
-                sent = depart + size_bytes * 8.0 / rate
-                if sent > end:
-                    continue
-                arrive = sent + latency
+                depart, arrive = timing
                 if arrive < best.get(target, float("inf")):
                     best[target] = arrive
                     if hops is not None:
@@ -134,14 +138,11 @@ class ContactGraphRouter:
             if node == target:
                 break
             for index in self.by_source.get(node, ()):
-                end, data_start, rate, latency, next_node = self._fields[index]
-                if end <= t or rate <= 0 or next_node in self.down:
+                next_node = self._fields[index][4]
+                timing = None if next_node in self.down else self._cross(index, t, size_bytes, link_free_at)
+                if timing is None:
                     continue
-                depart = max(t, data_start, link_free_at.get(index, 0.0))
-                sent = depart + size_bytes * 8.0 / rate
-                if sent > end:
-                    continue
-                arrive = sent + latency
+                depart, arrive = timing
                 if arrive < best.get(next_node, float("inf")):
                     best[next_node] = arrive
                     previous[next_node] = Hop(index, self.plan.windows[index], depart, arrive)
