@@ -80,6 +80,7 @@ class SatelliteHost:
         if spec.state_dir is not None:
             Path(spec.state_dir).mkdir(parents=True, exist_ok=True)
         self.kernels: dict[str, Kernel] = {}
+        self._endpoints: dict[str, Callable[[int, Any, str], None]] = {}
         for satellite in spec.satellites:
             track = SatelliteTrack.of(constellation, satellite, start, hours=spec.hours)
             hardware = SatelliteHardware(constellation.profile_of(satellite), satellite, track, faults)
@@ -91,7 +92,8 @@ class SatelliteHost:
                             satellite_id=satellite, hardware=hardware, track=track, config=config,
                             network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
-            self.network.attach(satellite, self._endpoint(satellite))
+            self._endpoints[satellite] = self._endpoint(satellite)
+            self.network.attach(satellite, self._endpoints[satellite])
         for satellite in spec.members or constellation.satellite_ids:
             if satellite not in self.kernels and remote_deliver is not None:
                 self.network.attach(satellite, lambda port, message, sender, satellite=satellite:
@@ -135,7 +137,7 @@ class SatelliteHost:
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         """A message for one of this host's satellites, from another host. False if refused."""
         try:
-            self._endpoint(satellite)(port, message, sender)
+            self._endpoints[satellite](port, message, sender)
             return True
         except (OSError, KeyError):
             return False

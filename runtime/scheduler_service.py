@@ -13,7 +13,6 @@ a named actor.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable
 
 from runtime.scheduler.engine import PlanBuilder
@@ -141,13 +140,3 @@ class SchedulerService:
         self._running = False
         self._wake.set()
         self._thread.join(timeout=5.0)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, poll_s: float = 0.1) -> Any:
-    """Poll until predicate() is truthy or the time is up (then its last value)."""
-    deadline = time.monotonic() + timeout_s
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        value = predicate()
-    return value

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any
 
 import numpy as np
 
@@ -233,6 +232,3 @@ class PlanBuilder:
         if book:
             self.reserve(route, task.output_bytes)
         return route.arrival_utc_s, self.transfer(f"{task.name}.out", route, task.output_bytes)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"assignments": len(self.assignments), "links_booked": len(self.link_free_at)}

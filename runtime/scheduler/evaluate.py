@@ -82,8 +82,9 @@ def evaluate(state: ConstellationState, tasks: list[Task], plan: Plan) -> dict[s
     without = fly_batteries(state, np.zeros_like(extra))
     floor = state.reserve_wh[:, None] - 1e-6
     violating = (with_plan < floor).any(axis=1) & ~(without < floor).any(axis=1)
-    completions = np.array([a.completion_utc_s - next(t.release_utc_s for t in tasks if t.name == name)
-                            for name, a in plan.assignments.items() if np.isfinite(a.completion_utc_s)])
+    release = {t.name: t.release_utc_s for t in tasks}
+    completions = np.array([a.completion_utc_s - release[name] for name, a in plan.assignments.items()
+                            if np.isfinite(a.completion_utc_s)])
     isl_bytes = sum(t.size_bytes * sum(1 for i in t.window_indices if state.plan.windows[i].kind == "isl")
                     for a in plan.assignments.values()
                     for t in a.transfers_in + ((a.transfer_out,) if a.transfer_out else ()))

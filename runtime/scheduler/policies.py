@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random as random_module
+from dataclasses import replace
 import time
 from typing import Callable, Iterable
 
@@ -34,12 +35,12 @@ CANDIDATES = 8
 SHADE_MINUTES_PER_WH = 1.0  # chosen by a sweep (0.2, 1, 5, 100) on the 12 and 386 workloads
 
 
-def dependency_order(tasks: Iterable[Task]) -> list[Task]:
+def dependency_order(tasks: Iterable[Task], placed: Iterable[str] = ()) -> list[Task]:
     """Tasks in an order where each comes after its dependencies (release, -priority, deadline
-    otherwise). A task whose dependency is unknown or in a cycle comes last (and is refused)."""
+    otherwise); `placed`: tasks placed before (their dependents are ready). A task whose
+    dependency is unknown or in a cycle comes last (and is refused)."""
     pending = sorted(tasks, key=lambda t: (t.release_utc_s, -t.priority, t.deadline_utc_s, t.name))
-    names = {t.name for t in pending}
-    done: set[str] = set()
+    done: set[str] = set(placed)
     ordered: list[Task] = []
     while pending:
         ready = [t for t in pending if all(d in done for d in t.depends_on)]
@@ -49,8 +50,6 @@ def dependency_order(tasks: Iterable[Task]) -> list[Task]:
             ordered.append(task)
             done.add(task.name)
         pending = [t for t in pending if t.name not in done]
-        if not names:
-            break
     return ordered
 
 
@@ -108,7 +107,7 @@ class Placer:
             assignment = builder.commit(task, row, device, start, inputs,
                                         output_path=self._output_path(task, satellite))
             if not assignment.deadline_met and self.energy_aware:
-                builder.assignments[task.name] = _with_note(assignment, self._late_note(reasons))
+                builder.assignments[task.name] = replace(assignment, note=self._late_note(reasons))
             return None
         return Unplaced(task.name, "no route for the inputs")
 
@@ -234,11 +233,6 @@ class Placer:
     def score(self, task: Task, row: int, device: str, start: float, end: float,
               completion: float, segments=None) -> tuple:
         return (completion,)
-
-
-def _with_note(assignment, note):
-    from dataclasses import replace
-    return replace(assignment, note=note)
 
 
 class OrbitosPlacer(Placer):
@@ -374,7 +368,7 @@ def plan(state: ConstellationState, tasks: Iterable[Task], policy: str = "orbito
     result = Plan(policy)
     started = time.perf_counter()
     known = set(names) | set(builder.assignments)
-    for task in dependency_order(tasks):
+    for task in dependency_order(tasks, builder.assignments):
         missing = [d for d in task.depends_on if d not in known]
         if missing:
             result.unplaced[task.name] = Unplaced(task.name, f"depends on unknown task {missing[0]}")
@@ -399,8 +393,6 @@ def replan(state: ConstellationState, tasks: Iterable[Task], previous: Plan, now
     started on a satellite still there is kept as it is (not disturbed without cause), so is
     work that is done; everything else is placed again from `now_utc_s`, with what is kept
     booked first. Raises ValueError as `plan`."""
-    from dataclasses import replace
-
     builder = PlanBuilder(state)
     kept = Plan(policy)
     for assignment in sorted(previous.assignments.values(), key=lambda a: a.start_utc_s):

@@ -14,6 +14,7 @@ from ray.cluster_utils import Cluster
 from runtime.client import Client, OutOfReach
 from runtime.ray_hosts import NAMESPACE, SATELLITE_LABEL, ConstellationRun, PlacementError, labelled_nodes
 from sim_hw.constellation import load_constellation
+from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,16 +38,6 @@ def cluster():
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()
-
-
-def _wait_for(predicate, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.slow
@@ -96,7 +87,7 @@ def test_one_satellite_per_node(cluster):
         where = labelled_nodes()
         assert run.nodes == {i: where[s] for i, s in enumerate(SATELLITES)}  # each on its own node
         epoch = load_constellation(CONFIG).epoch_utc_s  # the clock starts there a moment after boot
-        _wait_for(lambda: run.now() > epoch + 30.0)  # past the links' 15 s of acquisition
+        wait_for(lambda: run.now() > epoch + 30.0)  # past the links' 15 s of acquisition
         receiver = signer.image(name="rx", capabilities={"ports": [5000]}, code="""
 def main(sys, argv):
     port = sys.bind(5000)
@@ -118,13 +109,13 @@ def main(sys, argv):
         client.run_app("TB03", writer)
         sent = client.send("TB03", 5000, "across three nodes")
         assert sent["route"] == ["TB01", "TB02", "TB03"]
-        got = _wait_for(lambda: [e for e in run.logs("TB03") if e["event_id"] == "GOT_MESSAGE"])
+        got = wait_for(lambda: [e for e in run.logs("TB03") if e["event_id"] == "GOT_MESSAGE"])
         assert got[0]["message"] == "across three nodes"
-        _wait_for(lambda: any(e["event_id"] == "WROTE" for e in run.logs("TB03")))
+        wait_for(lambda: any(e["event_id"] == "WROTE" for e in run.logs("TB03")))
 
         # the node of TB03 goes away: TB03 reboots on another node from its file system
         cluster.remove_node(nodes["TB03"])
-        incidents = _wait_for(lambda: run.check() or None)
+        incidents = wait_for(lambda: run.check() or None)
         assert incidents[0]["satellites"] == ["TB03"] and incidents[0]["action"] == "rebooted elsewhere"
         assert run.nodes[2] != where["TB03"] and run.nodes[2] in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         row = next(r for r in run.status() if r["id"] == "TB03")
@@ -138,7 +129,7 @@ def main(sys, argv):
         # (reached through TB02 alone on this three-satellite chain) is now out of reach
         run.on_node_loss = "report"
         cluster.remove_node(nodes["TB02"])
-        incidents = _wait_for(lambda: run.check() or None)
+        incidents = wait_for(lambda: run.check() or None)
         assert incidents[0]["satellites"] == ["TB02"] and incidents[0]["action"] == "reported lost"
         rows = {r["id"]: r for r in run.status()}
         assert rows["TB02"]["state"] == "lost" and rows["TB01"]["state"] == "running"

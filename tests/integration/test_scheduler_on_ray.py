@@ -3,7 +3,6 @@ one from an app's sys.submit are placed by the orbitos policy and run for real o
 satellite's kernel, the input file moved there over the ISL network first; a malformed task is
 refused with the reason; the task list says all of it."""
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,11 @@ from cryptography.hazmat.primitives import serialization
 
 from runtime.ray_hosts import ConstellationRun
 from sim_hw.constellation import load_constellation
+from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
-
-
-def wait_for(predicate, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.slow

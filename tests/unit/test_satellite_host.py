@@ -22,23 +22,8 @@ CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
 
 def test_two_hosts_run_apps_and_pass_messages():
     signer = Signer(Path(tempfile.mkdtemp()))
-    constellation = load_constellation(CONFIG)
-    plan = World(constellation, 1.0).contact_plan
-    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    ids = constellation.satellite_ids
-    anchor = time.time()
-    hosts = {}
-
-    def remote(satellite, port, message, sender):
-        host = next(h for h in hosts.values() if satellite in h.kernels)
-        if not host.deliver(satellite, port, message, sender):
-            raise OSError(111, "refused")
-
-    for name, members in (("a", ids[:6]), ("b", ids[6:])):
-        spec = HostSpec(str(CONFIG), tuple(members), 600.0, constellation.epoch_utc_s, anchor, 1.0,
-                        plan.to_json(), (public,), housekeeping_period_s=60.0)
-        hosts[name] = SatelliteHost(spec, remote)
+    hosts, _ = _pair(signer)
+    ids = load_constellation(CONFIG).satellite_ids
     try:
         for host in hosts.values():
             assert len(host.boot()["satellites"]) == 6
