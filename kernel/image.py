@@ -62,7 +62,11 @@ class Limits:
     memory_bytes: int = bounded(1 << 30, ge=0, doc="device memory the app may allocate")
     cpu_seconds: float = bounded(3600.0, gt=0.0, doc="CPU time of one run")
     energy_wh_per_orbit: float = bounded(100.0, gt=0.0, doc="device energy per orbit period")
-    storage_quota_bytes: int = bounded(64 << 20, ge=0)
+    storage_quota_bytes: int = bounded(64 << 20, ge=0, doc="bytes of files, inodes and directory entries")
+    processes: int = bounded(8, ge=1, doc="processes of this app alive at once")
+    threads: int = bounded(4, ge=0, doc="threads the app may start besides its main thread")
+    unsynced_bytes_per_file: int = bounded(1 << 20, ge=0, doc="bytes written and not yet synced, per open file")
+    log_events_per_s: float = bounded(10.0, gt=0.0, doc="events the app may log per second (burst: 10 s worth)")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class AppManifest:
     version: str
     entry: str
     priority: PriorityClass = "normal"
+    isolation: Literal["thread", "process"] = "thread"
     description: str = ""
     capabilities: Capabilities = field(default_factory=Capabilities)
     limits: Limits = field(default_factory=Limits)
