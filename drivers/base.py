@@ -10,11 +10,14 @@
 Every operation: arguments are checked against the catalogue of `sim_hw.device_ops` before
 anything leaves (OSError EINVAL naming the argument), the transport carries the call with the
 current simulation time, and the caller then waits the device's modelled time on the clock.
-The driver counts calls, errors, busy time and energy.
+The driver counts calls, errors, busy time and energy. Every answer is checked before it is
+used (`drivers.replies`: its timing and the fields of its result): a board that answers NaN, a
+string for a number, a missing field or a wait of 1e12 s gets OSError(EIO) "bad reply from
+<device>: <field> ..." and counts in `counters["bad_replies"]`; nothing of it reaches the caller.
 
 Errors (all OSError with errno): EINVAL bad arguments or operation, EBADF not open, ENODEV not
-probed or probe failed, EOPNOTSUPP no read/write path for this class, and whatever the device or
-the transport raises (EIO, ENOMEM, ENOTCONN, TimeoutError, ConnectionResetError...).
+probed or probe failed, EOPNOTSUPP no read/write path for this class, EIO a bad reply, and
+whatever the device or the transport raises (EIO, ENOMEM, ENOTCONN, TimeoutError, ConnectionResetError...).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import threading
 from typing import Any, ClassVar
 
 from drivers.errors import device_error
+from drivers.replies import BadReply, check_timing, check_value
 from drivers.transport import Transport
 from sim_hw.clock import SimClock
 from sim_hw.device_ops import OpError, check_args
@@ -39,7 +43,7 @@ class Driver:
         self.state = "new"  # new -> up | failed
         self.probe_error: str | None = None
         self.open_count = 0
-        self.counters = {"calls": 0, "errors": 0, "busy_s": 0.0, "energy_j": 0.0}
+        self.counters = {"calls": 0, "errors": 0, "bad_replies": 0, "busy_s": 0.0, "energy_j": 0.0}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -125,6 +129,14 @@ class Driver:
             with self._lock:
                 self.counters["errors"] += 1
             raise
+        try:
+            check_timing(reply.wait_s, reply.busy_s, reply.power_w)
+            check_value(self.kind, op, reply.value)
+        except BadReply as exc:
+            with self._lock:
+                self.counters["errors"] += 1
+                self.counters["bad_replies"] += 1
+            raise OSError(errno.EIO, f"bad reply from {self.name}: {exc} (to {op})") from None
         with self._lock:
             self.counters["calls"] += 1
             self.counters["busy_s"] += reply.busy_s

@@ -10,7 +10,10 @@ generation grid from which the projection holds), and the kernel defers it: EAGA
 non-blocking caller, a wait on the clock for a blocking one.
 
 Below the critical fraction the kernel enters safe mode; it leaves when the state of charge is
-back at the reserve (hysteresis, so it does not flap).
+back at the reserve (hysteresis, so it does not flap). While in safe mode the classes held
+follow the state of charge at every reading (`held_priorities`): low and normal below the
+critical fraction, high too below half of it. A system service that keeps failing enters safe
+mode without a reading (`enter_safe_mode`).
 """
 from __future__ import annotations
 
@@ -72,6 +75,22 @@ class PowerGovernor:
                     self.project_min_wh(now, energy, load_w, spend_wh) >= self.reserve_wh:
                 return Admission(False, now, lowest, self.reserve_wh)
         return Admission(False, None, lowest, self.reserve_wh)
+
+    def held_priorities(self, soc: float | None) -> tuple[str, ...]:
+        """The priority classes safe mode suspends at this state of charge: low and normal
+        below the critical fraction, high as well below half of it; essential apps are never
+        held. With no reading (None, NaN) the critical level's classes."""
+        if soc is not None and np.isfinite(soc) and soc < self.battery.critical_fraction / 2:
+            return ("low", "normal", "high")
+        return ("low", "normal")
+
+    def enter_safe_mode(self) -> bool:
+        """Enter safe mode whatever the battery says (a failing system service); True if it was
+        not in it already. It is left the usual way (`safe_mode_change` at the reserve)."""
+        if self.safe_mode:
+            return False
+        self.safe_mode = True
+        return True
 
     def safe_mode_change(self, soc: float) -> str | None:
         """'enter', 'leave' or None, with hysteresis between critical and reserve."""

@@ -35,11 +35,12 @@ from typing import Any, Callable
 from drivers.device_tree import DeviceTree
 from kernel.bus import SoftwareBus
 from kernel.events import EventLog
-from kernel.fs import FileSystem
+from kernel.fs import FileSystem, normalize
 from kernel.governor import PowerGovernor
 from kernel.image import ImageError, Keyring, VerifiedImage, verify_image
 from kernel.loader import load_entry, unload
 from kernel.process import Process, ProcessExit
+from kernel.services import SupervisedService, SupervisionPolicy, start_system_services
 from sim_hw.clock import ClockRLock, SimClock
 from sim_hw.hardware import SatelliteHardware
 from sim_hw.orbits import period_s
@@ -51,6 +52,8 @@ EXIT_CRASH = 1
 EXIT_KILLED = -9
 INSTALLED_TABLE = "/etc/installed.json"
 EXIT_LIMIT = 137
+MAX_INSTALLED = 256  # entries of the installed-apps table started at boot
+MAX_ARGV = 256
 _STACK_LOCK = threading.Lock()
 
 
@@ -69,6 +72,8 @@ class KernelConfig:
     scrub_period_s: float = 60.0
     scrub_blocks: int = 256
     eps_refresh_s: float = 5.0
+    safe_mode_period_s: float = 10.0
+    supervision: SupervisionPolicy = SupervisionPolicy()
     thread_stack_bytes: int = 512 * 1024
     startup: tuple[StartupEntry, ...] = ()
 
@@ -111,13 +116,19 @@ class Kernel:
         self.processes: dict[int, Process] = {}
         self.ports: dict[int, PortBinding] = {}
         self.counters = {"syscalls": 0, "denials": 0, "spawned": 0, "refused_images": 0,
-                         "restarts": 0, "safe_mode_entries": 0, "isl_sent": 0}
+                         "restarts": 0, "safe_mode_entries": 0, "isl_sent": 0, "restart_requests": 0}
         self.boot_utc_s = clock.now()
         self.state = "new"
         self._pids = itertools.count(100)
         self._lock = threading.RLock()
         self._stop = clock.event()
+        self.services: dict[str, SupervisedService] = {}
+        self.stalled_services: set[str] = set()
+        # Called with the reason when a service keeps failing (see `request_restart`); the
+        # runtime that owns this kernel hooks it to rebuild the kernel.
+        self.on_restart_request: Callable[[str], None] | None = None
         self._service_threads: list[threading.Thread] = []
+        self._install_lock = ClockRLock(clock)  # install's read-modify-write of the table
         self._eps_cache: tuple[float, dict[str, Any]] | None = None
         self._suspended_by_safe_mode: set[int] = set()
         self.events.listen(self._publish_event)
@@ -144,19 +155,16 @@ class Kernel:
             self.eps = self.tree["eps0"].open()
         if "storage0" in self.tree:
             self._mount()
-        self._start_service("housekeeping", self._housekeeping_loop)
-        self._start_service("watchdog", self._watchdog_loop)
-        if self.fs is not None:
-            self._start_service("scrubber", self._scrubber_loop)
+        self.services = start_system_services(self, self._stop)
+        self._service_threads = [s.thread for s in self.services.values() if s.thread is not None]
         self.state = "running"
-        installed = [StartupEntry(e["image"], tuple(e["argv"])) for e in self._installed()]
-        for entry in self.config.startup + tuple(installed):
+        for entry in self.config.startup + tuple(self._installed_entries()):
             try:
                 data = self.fs.read_file(entry.image) if self.fs else b""
                 self.spawn(data, entry.argv)
-            except OSError as exc:
+            except Exception as exc:  # one bad entry never stops a boot
                 self.events.emit("STARTUP_FAILED", "error", "kernel",
-                                 f"startup app {entry.image} not started: {exc}")
+                                 f"startup app {entry.image} not started: {type(exc).__name__}: {exc}")
         self.events.emit("BOOT_COMPLETE", "info", "kernel", f"{self.satellite_id} up",
                          processes=len(self.live()))
 
@@ -196,17 +204,6 @@ class Kernel:
         if self.tree is not None:
             self.tree.close()
 
-    def _start_service(self, name: str, loop: Callable[[], None]) -> None:
-        def run() -> None:
-            try:
-                loop()
-            except Exception as exc:  # a service bug is an event, never a dead kernel
-                self.events.emit("SERVICE_FAILED", "critical", name, f"{name} stopped: "
-                                 f"{type(exc).__name__}: {exc}")
-
-        thread = self.clock.start_thread(run, name=f"{self.satellite_id}:{name}")
-        self._service_threads.append(thread)
-
     # -- processes --------------------------------------------------------------------------------
     def live(self) -> list[Process]:
         with self._lock:
@@ -242,14 +239,14 @@ class Kernel:
             process.package = f"_orbitos_{self.satellite_id.replace('-', '_')}_pid{pid}"
             self.processes[pid] = process
             self.counters["spawned"] += 1
+        self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
+                         f"started as pid {pid}", pid=pid, signer=verified.signer)  # before it runs
         with _STACK_LOCK:
             previous = threading.stack_size(self.config.thread_stack_bytes)
             try:
                 self.clock.start_thread(self._run, process, name=f"{self.satellite_id}:{process.name}:{pid}")
             finally:
                 threading.stack_size(previous)
-        self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
-                         f"started as pid {pid}", pid=pid, signer=verified.signer)
         return pid
 
     def _verify(self, image: bytes) -> VerifiedImage:
@@ -276,8 +273,11 @@ class Kernel:
         if self.fs is None:
             raise OSError(errno.ENODEV, f"{self.satellite_id} has no file system to install into")
         path = f"/images/{verified.manifest.name}.img"
-        with self._lock:
-            table = [e for e in self._installed() if e["image"] != path]
+        # Not the kernel's lock: file-system calls wait on the clock, and a plain lock held
+        # across a clock wait stalls a virtual clock. The install lock is clock-aware.
+        with self._install_lock:
+            entries, _ = self._read_installed_table()
+            table = [{"image": e.image, "argv": list(e.argv)} for e in entries if e.image != path]
             table.append({"image": path, "argv": list(argv)})
             self.fs.write_file(path, image, "kernel", None)
             self.fs.mkdir("/etc", "kernel", parents=True)
@@ -286,18 +286,74 @@ class Kernel:
                          f"{path}, starts at every boot", image=path)
         return self.spawn(b"", argv, verified=verified)
 
-    def _installed(self) -> list[dict[str, Any]]:
-        """The installed-apps table; [] when there is none or it cannot be read (an event)."""
+    def _installed_entries(self) -> list[StartupEntry]:
+        """The valid entries of the installed-apps table; each one skipped is an event
+        (INSTALLED_ENTRY_SKIPPED), an unreadable table too (INSTALLED_TABLE_UNREADABLE)."""
+        entries, problems = self._read_installed_table()
+        for problem in problems:
+            event = "INSTALLED_TABLE_UNREADABLE" if problem.startswith(INSTALLED_TABLE) \
+                else "INSTALLED_ENTRY_SKIPPED"
+            self.events.emit(event, "error", "kernel", problem)
+        return entries
+
+    def _read_installed_table(self) -> tuple[list[StartupEntry], list[str]]:
+        """(valid entries, one line per problem). Never raises: a table that is not JSON, not a
+        list, or unreadable gives no entries; an entry that is not {"image": absolute path of an
+        existing file, "argv": [str, ...]} (argv may be left out), or repeats an image, is left
+        out; only the first MAX_INSTALLED entries are read."""
         if self.fs is None:
-            return []
+            return [], []
         try:
-            return json.loads(self.fs.read_file(INSTALLED_TABLE))
+            raw = self.fs.read_file(INSTALLED_TABLE)
         except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            self.events.emit("INSTALLED_TABLE_UNREADABLE", "error", "kernel",
-                             f"{INSTALLED_TABLE} not read: {exc}")
-            return []
+            return [], []
+        except OSError as exc:
+            return [], [f"{INSTALLED_TABLE} not read: {exc}"]
+        try:
+            table = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return [], [f"{INSTALLED_TABLE} is not JSON: {type(exc).__name__}: {str(exc)[:200]}"]
+        if not isinstance(table, list):
+            return [], [f"{INSTALLED_TABLE} is not a list but {type(table).__name__}"]
+        entries: list[StartupEntry] = []
+        problems: list[str] = []
+        if len(table) > MAX_INSTALLED:
+            problems.append(f"{INSTALLED_TABLE} entries {MAX_INSTALLED} to {len(table) - 1} skipped: "
+                            f"at most {MAX_INSTALLED} are started")
+        seen: set[str] = set()
+        for index, item in enumerate(table[:MAX_INSTALLED]):
+            try:
+                entry = self._installed_entry(item)
+            except ValueError as exc:
+                problems.append(f"{INSTALLED_TABLE} entry {index} skipped: {exc}")
+                continue
+            if entry.image in seen:
+                problems.append(f"{INSTALLED_TABLE} entry {index} skipped: {entry.image} is listed twice")
+                continue
+            seen.add(entry.image)
+            entries.append(entry)
+        return entries, problems
+
+    def _installed_entry(self, item: Any) -> StartupEntry:
+        """One table entry, checked. Raises ValueError naming what is wrong."""
+        if not isinstance(item, dict):
+            raise ValueError(f"not a map but {type(item).__name__}")
+        unknown = sorted(str(k)[:40] for k in item if k not in ("image", "argv"))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}")
+        image, argv = item.get("image"), item.get("argv", [])
+        if not isinstance(image, str):
+            raise ValueError(f"'image' must be a path string, got {type(image).__name__}")
+        try:
+            image = normalize(image)
+            kind = self.fs.stat(image)["type"]
+        except OSError as exc:
+            raise ValueError(f"image {image[:200]!r}: {exc.strerror or exc}") from None
+        if kind != "file":
+            raise ValueError(f"image {image!r} is a {kind}, not a file")
+        if not isinstance(argv, list) or len(argv) > MAX_ARGV or not all(isinstance(a, str) for a in argv):
+            raise ValueError(f"'argv' must be a list of at most {MAX_ARGV} strings")
+        return StartupEntry(image, tuple(argv))
 
     def _run(self, process: Process) -> None:
         from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
@@ -495,43 +551,95 @@ class Kernel:
         status["safe_mode"] = self.governor.safe_mode
         return status
 
-    def _apply_safe_mode(self, soc: float) -> None:
+    def apply_safe_mode(self, soc: float) -> None:
+        """Enter or leave safe mode for this state of charge (with hysteresis), and while in it
+        hold exactly the priority classes this state of charge calls for: apps of a class that
+        became held are suspended, apps of a class no longer held are resumed (each change an
+        event), apps started during safe mode included."""
         change = self.governor.safe_mode_change(soc)
         if change == "enter":
             self.counters["safe_mode_entries"] += 1
-            held = ("low", "normal", "high") if soc < self.profile.eps.battery.critical_fraction / 2 \
-                else ("low", "normal")
-            suspended = []
-            for process in self.live():
-                if process.manifest.priority in held:
-                    process.suspended = True
-                    self._suspended_by_safe_mode.add(process.pid)
-                    suspended.append(process.pid)
+            held = self.governor.held_priorities(soc)
+            suspended, _ = self._hold(held)
             self.events.emit("SAFE_MODE_ENTER", "critical", "governor", f"battery at {soc:.1%}: safe "
                              f"mode, {len(suspended)} apps suspended ({', '.join(held)})",
-                             soc=soc, suspended=suspended)
+                             soc=soc, suspended=suspended, held=list(held))
         elif change == "leave":
-            resumed = []
-            for pid in sorted(self._suspended_by_safe_mode):
-                process = self.processes.get(pid)
-                if process is not None and process.alive:
-                    process.suspended = False
-                    process.wakeup.set()
-                    resumed.append(pid)
-            self._suspended_by_safe_mode.clear()
+            _, resumed = self._hold(())
             self.events.emit("SAFE_MODE_LEAVE", "warning", "governor", f"battery at {soc:.1%}: safe "
                              f"mode left, {len(resumed)} apps resumed", soc=soc, resumed=resumed)
+        elif self.governor.safe_mode:
+            held = self.governor.held_priorities(soc)
+            suspended, resumed = self._hold(held)
+            if suspended:
+                self.events.emit("SAFE_MODE_SUSPEND", "warning", "governor", f"battery at {soc:.1%}: "
+                                 f"{len(suspended)} more apps suspended ({', '.join(held)} held)",
+                                 soc=soc, suspended=suspended, held=list(held))
+            if resumed:
+                self.events.emit("SAFE_MODE_RESUME", "warning", "governor", f"battery at {soc:.1%}: "
+                                 f"{len(resumed)} apps resumed (only {', '.join(held)} held)",
+                                 soc=soc, resumed=resumed, held=list(held))
+
+    def enter_safe_mode(self, reason: str) -> None:
+        """Enter safe mode without a battery reading (a system service keeps failing): hold the
+        classes held at the critical level. Left, as always, once the battery reads the reserve."""
+        if not self.governor.enter_safe_mode():
+            return
+        self.counters["safe_mode_entries"] += 1
+        held = self.governor.held_priorities(None)
+        suspended, _ = self._hold(held)
+        self.events.emit("SAFE_MODE_ENTER", "critical", "governor", f"safe mode: {reason}; "
+                         f"{len(suspended)} apps suspended ({', '.join(held)})",
+                         suspended=suspended, held=list(held), reason=reason[:200])
+
+    def _hold(self, held: tuple[str, ...]) -> tuple[list[int], list[int]]:
+        """Suspend the live apps of the held classes, resume those safe mode held that are not;
+        (suspended now, resumed now), pids in order."""
+        suspended, resumed = [], []
+        for process in sorted(self.live(), key=lambda p: p.pid):
+            hold = process.manifest.priority in held
+            if hold and process.pid not in self._suspended_by_safe_mode:
+                process.suspended = True
+                self._suspended_by_safe_mode.add(process.pid)
+                suspended.append(process.pid)
+            elif not hold and process.pid in self._suspended_by_safe_mode:
+                process.suspended = False
+                process.wakeup.set()
+                self._suspended_by_safe_mode.discard(process.pid)
+                resumed.append(process.pid)
+        self._suspended_by_safe_mode &= {p.pid for p in self.live()}  # forget the ended ones
+        return suspended, resumed
 
     # -- services -------------------------------------------------------------------------------
-    def _service_wait(self, period_s: float) -> bool:
-        """Sleep one period; False once the kernel is stopping."""
-        self.clock.wait(self._stop, timeout_s=period_s)
-        return not self._stop.is_set()
+    def escalate(self, level: str, service: str, reason: str) -> None:
+        """A system service keeps failing (called by its supervisor): 'safe_mode' enters safe
+        mode, 'restart' asks for a kernel restart."""
+        if level == "safe_mode":
+            self.enter_safe_mode(reason)
+        elif level == "restart":
+            self.request_restart(reason)
+        else:
+            raise ValueError(f"unknown escalation level {level!r}")
+
+    def request_restart(self, reason: str) -> None:
+        """Ask for a kernel restart: an event KERNEL_RESTART_REQUESTED, counted, then
+        `on_restart_request(reason)` if the owner of the kernel hooked it (the runtime rebuilds
+        the kernel from its hardware). The kernel does not restart itself: without a hook the
+        event is all that happens, and the services keep retrying at their longest backoff."""
+        self.counters["restart_requests"] += 1
+        hooked = self.on_restart_request is not None
+        self.events.emit("KERNEL_RESTART_REQUESTED", "critical", "kernel", f"kernel restart "
+                         f"requested: {reason}" + ("" if hooked else " (no restart handler: "
+                                                   "services keep retrying)"), reason=reason[:200])
+        if hooked:
+            self.on_restart_request(reason)
 
     def housekeeping(self) -> dict[str, Any]:
-        """One housekeeping record: power, storage, processes, counters."""
+        """One housekeeping record: power, storage, processes, counters, services' liveness,
+        drivers' errors. Does not raise for a failing EPS: the record then has `power_error`
+        instead of `power`."""
         states: dict[str, int] = {}
-        for process in self.processes.values():
+        for process in list(self.processes.values()):
             states[process.state] = states.get(process.state, 0) + 1
         record: dict[str, Any] = {"satellite": self.satellite_id, "time_utc_s": self.clock.now(),
                                   "uptime_s": self.clock.now() - self.boot_utc_s,
@@ -540,49 +648,24 @@ class Kernel:
                                   "bus": {"published": self.bus.published, "delivered": self.bus.delivered,
                                           "overflows": self.bus.overflows},
                                   "events": dict(self.events.counts),
-                                  "deferrals": self.governor.deferrals}
+                                  "deferrals": self.governor.deferrals,
+                                  "services": {name: service.snapshot()
+                                               for name, service in self.services.items()}}
+        if self.tree is not None:
+            record["drivers"] = {name: {k: driver.counters[k] for k in ("calls", "errors", "bad_replies")
+                                        if k in driver.counters}
+                                 for name, driver in self.tree.drivers.items()}
         if self.eps is not None:
-            power = self.power_status(max_age_s=0.0)
-            record["power"] = {k: power[k] for k in ("soc", "energy_wh", "generation_w", "load_w",
-                                                    "in_eclipse", "next_eclipse_utc_s")}
+            try:
+                power = self.power_status(max_age_s=0.0)
+            except OSError as exc:
+                record["power_error"] = str(exc)[:500]
+            else:
+                record["power"] = {k: power[k] for k in ("soc", "energy_wh", "generation_w", "load_w",
+                                                        "in_eclipse", "next_eclipse_utc_s")}
         if self.fs is not None:
             record["storage"] = {"files": len(self.fs.files()), "corrupt_found": self.fs.corrupt_found}
         return record
-
-    def _housekeeping_loop(self) -> None:
-        while self._service_wait(self.config.housekeeping_period_s):
-            record = self.housekeeping()
-            if "power" in record:
-                self._apply_safe_mode(record["power"]["soc"])
-            self.bus.publish(f"hk.{self.satellite_id}", record, "housekeeping")
-
-    def _watchdog_loop(self) -> None:
-        while self._service_wait(self.config.watchdog_period_s):
-            now = self.clock.now()
-            for process in self.live():
-                window = process.manifest.watchdog.window_s
-                if window <= 0 or process.kill_reason is not None or process.suspended:
-                    continue
-                if process.in_syscall and process.state != "blocked":
-                    continue  # the kernel is working for it (a device call): not the app's stall
-                idle = now - process.last_progress_utc_s
-                if idle > window:
-                    self.events.emit("WATCHDOG_EXPIRED", "error", process.name,
-                                     f"pid {process.pid} made no progress for {idle:.0f} s "
-                                     f"(window {window:g} s)", pid=process.pid)
-                    self.kill(process.pid, f"watchdog: no progress for {idle:.0f} s", restart=True,
-                              code=EXIT_CRASH)
-
-    def _scrubber_loop(self) -> None:
-        position = 0
-        reported: set[str] = set()
-        while self._service_wait(self.config.scrub_period_s):
-            found, position = self.fs.scrub(self.config.scrub_blocks, position)
-            for path in found:
-                if path not in reported:
-                    reported.add(path)
-                    self.events.emit("FILE_CORRUPT", "error", "scrubber", f"{path}: bit flips found "
-                                     "by the scrubber", path=path)
 
     def _publish_event(self, event: Any) -> None:
         if event.severity in ("warning", "error", "critical"):

@@ -9,7 +9,9 @@ Two kinds share one interface (`SimClock`):
   runs, and when every participant is blocked in a clock wait, time jumps to the earliest wake-up.
   Participants run one at a time, woken in a fixed order (events first, in the order they were
   set; then deadlines, earliest first, ties by the order the waits began), so a run is
-  deterministic whatever the host's thread scheduling does.
+  deterministic whatever the host's thread scheduling does. A thread made by `start_thread`
+  joins the ready queue at once (time cannot pass it) but first runs when the dispatcher
+  resumes it, after its starter has blocked: the starter and the new thread never run together.
 
 Time is UTC as POSIX seconds (float, seconds since 1970-01-01T00:00:00Z, no leap seconds), the
 same number `datetime.timestamp()` gives. Participants must block only through the clock
@@ -129,16 +131,24 @@ class SimClock(ABC):
                 self.unregister()
 
         thread = threading.Thread(target=run, name=name, daemon=daemon)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread (RuntimeError: can't start new thread): give back its place
+            self._abandon(ticket)
+            raise
         return thread
 
-    # Hooks for start_thread; the virtual clock counts the thread before it starts, so time
-    # cannot move between `start_thread` returning and the new thread running.
+    # Hooks for start_thread; the virtual clock queues the thread as ready before it starts, so
+    # time cannot move between `start_thread` returning and the new thread running, and the new
+    # thread runs only when it is dispatched (one participant at a time).
     def _ticket_for_new_thread(self) -> object:
         return None
 
     def _adopt(self, ticket: object) -> None:
         self.register()
+
+    def _abandon(self, ticket: object) -> None:
+        """The thread of `ticket` never started."""
 
     def _check_event(self, event: ClockEvent) -> None:
         if not isinstance(event, ClockEvent) or event._clock is not self:
@@ -265,6 +275,7 @@ class VirtualClock(SimClock):
         self._timed: list[tuple[float, int, _Waiter]] = []  # heap
         self._ready: deque[_Waiter] = deque()
         self._blocked_untimed: set[_Waiter] = set()
+        self._starting = 0  # threads started but not yet running (they wait in the ready queue)
         self._seq = itertools.count()
         self.wakeups = 0  # how many times a participant was resumed (for tests and benchmarks)
 
@@ -290,17 +301,36 @@ class VirtualClock(SimClock):
             self._dispatch_locked()
 
     def _ticket_for_new_thread(self) -> object:
+        """The new thread's place in the ready queue: it is a participant from now on (time
+        cannot move past it), runnable, and runs when the dispatcher resumes it, after the
+        participants already ready and never while its starter (or anyone) runs."""
         with self._lock:
-            self._running += 1  # counted as running from now; the thread adopts this count
-        return True
+            waiter = _Waiter(None, None)
+            self._ready.append(waiter)
+            self._starting += 1
+            self._dispatch_locked()  # a starter that is not a participant leaves nobody running
+        return waiter
 
     def _adopt(self, ticket: object) -> None:
+        waiter: _Waiter = ticket  # type: ignore[assignment]
+        waiter.wake.wait()  # counted as running by the dispatcher that resumed it
         with self._lock:
             self._participants.add(threading.get_ident())
+            self._starting -= 1
+
+    def _abandon(self, ticket: object) -> None:
+        waiter: _Waiter = ticket  # type: ignore[assignment]
+        with self._lock:
+            self._starting -= 1
+            if waiter in self._ready:
+                self._ready.remove(waiter)
+            elif waiter.wake.is_set():
+                self._running -= 1  # it was resumed but will never run
+                self._dispatch_locked()
 
     @property
     def participant_count(self) -> int:
-        return len(self._participants)
+        return len(self._participants) + self._starting
 
     # -- waits --------------------------------------------------------------------------------
     def sleep_until(self, t: float) -> None:
@@ -380,6 +410,6 @@ class VirtualClock(SimClock):
             for waiter in stuck:
                 waiter.event._waiters.remove(waiter)
                 waiter.error = ClockDeadlock(
-                    f"all {len(self._participants)} participants wait on events at t={self._now} "
+                    f"all {self.participant_count} participants wait on events at t={self._now} "
                     "and no wake-up is scheduled")
                 self._resume_locked(waiter)
