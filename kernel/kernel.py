@@ -290,14 +290,12 @@ class Kernel:
         """The valid entries of the installed-apps table; each one skipped is an event
         (INSTALLED_ENTRY_SKIPPED), an unreadable table too (INSTALLED_TABLE_UNREADABLE)."""
         entries, problems = self._read_installed_table()
-        for problem in problems:
-            event = "INSTALLED_TABLE_UNREADABLE" if problem.startswith(INSTALLED_TABLE) \
-                else "INSTALLED_ENTRY_SKIPPED"
-            self.events.emit(event, "error", "kernel", problem)
+        for event_id, message in problems:
+            self.events.emit(event_id, "error", "kernel", message)
         return entries
 
-    def _read_installed_table(self) -> tuple[list[StartupEntry], list[str]]:
-        """(valid entries, one line per problem). Never raises: a table that is not JSON, not a
+    def _read_installed_table(self) -> tuple[list[StartupEntry], list[tuple[str, str]]]:
+        """(valid entries, (event id, message) of each problem). Never raises: a table that is not JSON, not a
         list, or unreadable gives no entries; an entry that is not {"image": absolute path of an
         existing file, "argv": [str, ...]} (argv may be left out), or repeats an image, is left
         out; only the first MAX_INSTALLED entries are read."""
@@ -308,27 +306,31 @@ class Kernel:
         except FileNotFoundError:
             return [], []
         except OSError as exc:
-            return [], [f"{INSTALLED_TABLE} not read: {exc}"]
+            return [], [("INSTALLED_TABLE_UNREADABLE", f"{INSTALLED_TABLE} not read: {exc}")]
         try:
             table = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            return [], [f"{INSTALLED_TABLE} is not JSON: {type(exc).__name__}: {str(exc)[:200]}"]
+            return [], [("INSTALLED_TABLE_UNREADABLE", f"{INSTALLED_TABLE} is not JSON: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}")]
         if not isinstance(table, list):
-            return [], [f"{INSTALLED_TABLE} is not a list but {type(table).__name__}"]
+            return [], [("INSTALLED_TABLE_UNREADABLE", f"{INSTALLED_TABLE} is not a list but "
+                         f"{type(table).__name__}")]
         entries: list[StartupEntry] = []
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
+        skip = "INSTALLED_ENTRY_SKIPPED"
         if len(table) > MAX_INSTALLED:
-            problems.append(f"{INSTALLED_TABLE} entries {MAX_INSTALLED} to {len(table) - 1} skipped: "
-                            f"at most {MAX_INSTALLED} are started")
+            problems.append((skip, f"{INSTALLED_TABLE} entries {MAX_INSTALLED} to {len(table) - 1} "
+                                   f"skipped: at most {MAX_INSTALLED} are started"))
         seen: set[str] = set()
         for index, item in enumerate(table[:MAX_INSTALLED]):
             try:
                 entry = self._installed_entry(item)
             except ValueError as exc:
-                problems.append(f"{INSTALLED_TABLE} entry {index} skipped: {exc}")
+                problems.append((skip, f"{INSTALLED_TABLE} entry {index} skipped: {exc}"))
                 continue
             if entry.image in seen:
-                problems.append(f"{INSTALLED_TABLE} entry {index} skipped: {entry.image} is listed twice")
+                problems.append((skip, f"{INSTALLED_TABLE} entry {index} skipped: {entry.image} is "
+                                       "listed twice"))
                 continue
             seen.add(entry.image)
             entries.append(entry)
@@ -347,8 +349,8 @@ class Kernel:
         try:
             image = normalize(image)
             kind = self.fs.stat(image)["type"]
-        except OSError as exc:
-            raise ValueError(f"image {image[:200]!r}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
+            raise ValueError(f"image {image[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
         if kind != "file":
             raise ValueError(f"image {image!r} is a {kind}, not a file")
         if not isinstance(argv, list) or len(argv) > MAX_ARGV or not all(isinstance(a, str) for a in argv):

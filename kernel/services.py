@@ -51,10 +51,10 @@ EXIT_CRASH = 1
 class SupervisionPolicy:
     """Backoff (simulated seconds) and escalation thresholds (consecutive failures)."""
 
-    backoff_initial_s: float = 1.0
+    backoff_initial_s: float = 2.0
     backoff_max_s: float = 60.0
-    safe_mode_after: int = 3
-    restart_after: int = 6
+    safe_mode_after: int = 5  # with the defaults: about 30 s of failing
+    restart_after: int = 10  # about 5 minutes more
 
     def backoff_s(self, consecutive_failures: int) -> float:
         """The wait after the n-th consecutive failure (n >= 1)."""

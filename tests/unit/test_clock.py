@@ -141,3 +141,46 @@ def test_wall_clocks_anchored_to_one_instant_agree():
     second = WallClock(speed=60.0, start_utc=1_000.0, anchor_unix_s=anchor)
     assert abs(first.now() - second.now()) < 60.0 * 0.01
     assert second.now() >= 1_000.0 + 60.0 * 0.05 * 0.9
+
+
+def test_a_started_thread_waits_for_its_starter_to_block():
+    """start_thread: the child is runnable but does not run until the starter waits on the clock;
+    starter and child never run at the same time."""
+    clock = VirtualClock(0.0)
+    trace: list[str] = []
+    running = []
+
+    def child(name: str) -> None:
+        running.append(name)
+        time.sleep(0.01)  # wall time: another thread running now would show in `running`
+        trace.append(f"{name} runs alone: {running == [name]}")
+        running.remove(name)
+        clock.sleep(1.0)
+        trace.append(f"{name} woke at {clock.now():g}")
+
+    with clock.participant():
+        running.append("starter")
+        threads = [clock.start_thread(child, f"c{i}") for i in range(3)]
+        time.sleep(0.05)  # wall time: a child that raced its starter would run now
+        trace.append(f"starter still alone: {running == ['starter']}")
+        running.remove("starter")
+        clock.sleep(5.0)
+    for thread in threads:
+        thread.join(5)
+    assert trace == ["starter still alone: True",
+                     "c0 runs alone: True", "c1 runs alone: True", "c2 runs alone: True",
+                     "c0 woke at 1", "c1 woke at 1", "c2 woke at 1"]
+
+
+def test_a_thread_started_by_a_non_participant_runs_when_nobody_else_does():
+    clock = VirtualClock(0.0)
+    done = threading.Event()
+
+    def child():
+        clock.sleep(3.0)
+        done.set()
+
+    thread = clock.start_thread(child)  # the test thread is not a participant
+    assert done.wait(5.0) and clock.now() == 3.0
+    thread.join(5)
+    assert clock.participant_count == 0

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any, Callable
 
-import pytest
-
-from kernel.kernel import Kernel
 from sim_hw.clock import VirtualClock
 from tests.unit.kernel.harness import Signer, T0, make_kernel
 
@@ -163,30 +159,27 @@ def test_app_start_comes_before_anything_the_app_does(signer):
         assert entries[0] == "APP_START", (name, entries[:3])
 
 
-def test_a_started_thread_waits_for_its_starter_to_block():
-    """start_thread: the child is runnable but does not run until the starter waits on the clock;
-    starter and child never run at the same time."""
-    clock = VirtualClock(0.0)
-    trace: list[str] = []
-    running = []
+FIRST_THING = """
+def main(sys, argv):
+    sys.log("FIRST_THING", message=argv[0])
+"""
 
-    def child(name: str) -> None:
-        running.append(name)
-        time.sleep(0.01)  # wall time: another thread running now would show in `running`
-        trace.append(f"{name} runs alone: {running == [name]}")
-        running.remove(name)
-        clock.sleep(1.0)
-        trace.append(f"{name} woke at {clock.now():g}")
 
-    with clock.participant():
-        running.append("starter")
-        threads = [clock.start_thread(child, f"c{i}") for i in range(3)]
-        time.sleep(0.05)  # wall time: a child that raced its starter would run now
-        trace.append(f"starter still alone: {running == ['starter']}")
-        running.remove("starter")
-        clock.sleep(5.0)
-    for thread in threads:
-        thread.join(5)
-    assert trace == ["starter still alone: True",
-                     "c0 runs alone: True", "c1 runs alone: True", "c2 runs alone: True",
-                     "c0 woke at 1", "c1 woke at 1", "c2 woke at 1"]
+def test_app_start_is_recorded_before_the_app_runs_on_a_wall_clock(signer):
+    """On a wall clock threads really run in parallel: APP_START must be emitted before the
+    app's thread starts, not after."""
+    from sim_hw.clock import WallClock
+
+    image = signer.image(code=FIRST_THING, name="first")
+    kernel = make_kernel(signer, clock=WallClock(speed=1000.0, start_utc=T0))
+    kernel.boot()
+    try:
+        pids = [kernel.spawn(image, [str(i)]) for i in range(30)]
+        for pid in pids:
+            kernel.wait(pid, 60.0)
+    finally:
+        kernel.shutdown()
+    order = [(e.event_id, e.fields.get("pid")) for e in kernel.events.events()
+             if e.event_id in ("APP_START", "FIRST_THING")]
+    for pid in pids:
+        assert order.index(("APP_START", pid)) < order.index(("FIRST_THING", pid)), pid

@@ -1,0 +1,429 @@
+"""System services that never die: supervision, EPS faults, bad board replies, the installed
+table, safe mode that follows the battery.
+
+Faults come from a board that really misbehaves: `BrokenBoard` is the simulated hardware with an
+EPS (and storage) that answers EIO or malformed replies in a window of simulated time, served in
+process or by the real device server over TCP; the drivers, the kernel and its services are the
+shipped ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from drivers.device_tree import DeviceTree
+from kernel.events import EventLog
+from kernel.kernel import INSTALLED_TABLE, Kernel
+from kernel.services import SupervisedService, SupervisionPolicy
+from sim_hw.clock import VirtualClock
+from sim_hw.device_ops import OpError
+from sim_hw.device_server import DeviceServer
+from sim_hw.hardware import OpResult, SatelliteHardware
+from sim_hw.track import SatelliteTrack
+from tests.unit.kernel.harness import PROFILE, T0, Signer, make_kernel
+
+TICKER = """
+def main(sys, argv):
+    while True:
+        sys.publish(argv[0], sys.time())
+        sys.sleep(5.0)
+"""
+
+
+class BrokenBoard(SatelliteHardware):
+    """The simulated satellite, with faults switched on for a window of simulated time:
+    `fault` is one of "eio" (the EPS answers EIO), "nan", "string", "missing" (its state of
+    charge), "wait" (a wait of 1e12 s), "block" (storage answers a non-bytes block)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fault: str | None = None
+        self.window = (0.0, 0.0)
+        self.injected = 0
+
+    def break_for(self, fault: str, start_utc_s: float, duration_s: float) -> None:
+        self.fault, self.window = fault, (start_utc_s, start_utc_s + duration_s)
+
+    def call(self, device: Any, op: Any, args: Any, t: Any) -> OpResult:
+        active = self.fault is not None and self.window[0] <= t < self.window[1]
+        if active and device == "eps0" and op == "status":
+            self.injected += 1
+            if self.fault == "eio":
+                raise OpError("EIO", "eps0: telemetry bus did not answer")
+        result = super().call(device, op, args, t)
+        if not active:
+            return result
+        value = result.value
+        if device == "eps0" and op == "status":
+            value = dict(value)
+            if self.fault == "nan":
+                value["soc"] = math.nan
+            elif self.fault == "string":
+                value["soc"] = "0.5"
+            elif self.fault == "missing":
+                del value["soc"]
+            elif self.fault == "wait":
+                return OpResult(value, 1e12, 0.0, 0.0)
+        if device == "storage0" and op == "read_block" and self.fault == "block":
+            self.injected += 1
+            value = {"data": "not bytes", "tag": value["tag"]}
+        return OpResult(value, result.wait_s, result.busy_s, result.power_w)
+
+
+def broken_board(satellite_id: str = "TB01") -> BrokenBoard:
+    return BrokenBoard(PROFILE, satellite_id, SatelliteTrack.reference(satellite_id, T0))
+
+
+def drain(subscription, bus) -> list[Any]:
+    return [bus.take(subscription)["data"] for _ in range(len(subscription.queue))]
+
+
+def set_soc(kernel: Kernel, soc: float) -> None:
+    battery = kernel.hardware.power
+    battery.energy_wh = soc * battery.eps.battery.capacity_wh
+
+
+# -- the supervised run loop ---------------------------------------------------------------------
+def test_a_failing_service_goes_on_with_capped_backoff_and_escalates_once():
+    clock = VirtualClock(0.0)
+    events = EventLog(clock.now)
+    stop = clock.event()
+    calls: list[float] = []
+    escalations: list[tuple[float, str, str]] = []
+    failing = {"until": 200.0}
+
+    def iteration() -> None:
+        calls.append(clock.now())
+        if clock.now() < failing["until"]:
+            raise OSError(5, "EPS did not answer")
+
+    service = SupervisedService("probe", 10.0, iteration, clock=clock, stop=stop, events=events,
+                                escalate=lambda level, name, reason: escalations.append(
+                                    (clock.now(), level, name)),
+                                policy=SupervisionPolicy(backoff_initial_s=2.0, backoff_max_s=30.0,
+                                                         safe_mode_after=3, restart_after=5))
+    with clock.participant():
+        clock.start_thread(service.run)
+        clock.sleep(250.0)
+        health = service.snapshot()
+        stop.set()
+        clock.sleep(1.0)
+    # first try at the period, then 2, 4, 8, 16, 30, 30... s after each failure
+    assert calls[:8] == [10.0, 12.0, 16.0, 24.0, 40.0, 70.0, 100.0, 130.0]
+    assert escalations == [(16.0, "safe_mode", "probe"), (40.0, "restart", "probe")]
+    failures = [e for e in events.events("SERVICE_ERROR")]
+    assert failures[0].source == "probe" and failures[0].fields["error"] == "OSError"
+    assert "EPS did not answer" in failures[0].message
+    recovered = events.last("SERVICE_RECOVERED")
+    assert recovered is not None and recovered.time_utc_s == 220.0
+    assert health["consecutive_failures"] == 0 and health["total_failures"] == 10
+    assert health["restarts"] == 10 and health["last_success_utc_s"] == 240.0
+    assert service.snapshot()["state"] == "stopped"
+
+
+def test_an_escalation_that_raises_does_not_end_the_service():
+    clock = VirtualClock(0.0)
+    events = EventLog(clock.now)
+    stop = clock.event()
+
+    def escalate(level: str, name: str, reason: str) -> None:
+        raise RuntimeError("restart handler is broken")
+
+    service = SupervisedService("boom", 5.0, lambda: 1 / 0, clock=clock, stop=stop, events=events,
+                                escalate=escalate, policy=SupervisionPolicy(1.0, 4.0, 1, 2))
+    with clock.participant():
+        clock.start_thread(service.run)
+        clock.sleep(100.0)
+        stop.set()
+        clock.sleep(1.0)
+    assert service.snapshot()["total_failures"] > 20
+    assert len(events.events("ESCALATION_FAILED")) == 2
+    assert events.events("SERVICE_ERROR")[0].fields["error"] == "ZeroDivisionError"
+
+
+def test_housekeeping_reports_the_liveness_of_every_service(kernel):
+    feed = kernel.bus.subscribe("hk.TB01", 100, lambda: None)
+    kernel.clock.sleep(65.0)
+    record = drain(feed, kernel.bus)[-1]
+    services = record["services"]
+    assert set(services) == {"housekeeping", "safe_mode", "watchdog", "scrubber"}
+    for name, health in services.items():
+        assert health["state"] == "running" and health["consecutive_failures"] == 0, name
+        assert health["last_iteration_utc_s"] is not None and health["iterations"] >= 1, name
+    assert record["drivers"]["eps0"]["bad_replies"] == 0
+
+
+# -- EPS faults through the real driver stack ----------------------------------------------------
+def serve(board: BrokenBoard):
+    server = DeviceServer(board)
+    host, port = server.start()
+    return server, f"tcp://{host}:{port}"
+
+
+def test_a_transient_eps_eio_does_not_end_housekeeping_and_safe_mode_still_engages(signer):
+    """The EPS (over TCP, through the device server) answers EIO for 15 s: the safe-mode service
+    fails, reports it, backs off and recovers; housekeeping keeps publishing (with the error);
+    afterwards a drained battery still enters safe mode."""
+    board = broken_board()
+    server, endpoint = serve(board)
+    try:
+        kernel = Kernel(PROFILE, VirtualClock(T0), signer.keyring, satellite_id="TB01", hardware=board,
+                        backends={"*": "local", "eps0": endpoint})
+        with kernel.clock.participant():
+            kernel.boot()
+            feed = kernel.bus.subscribe("hk.TB01", 100, lambda: None)
+            normal = kernel.bus.subscribe("tick.normal", 100, lambda: None)
+            kernel.spawn(signer.image(code=TICKER, capabilities={"publish": ["tick.normal"]}),
+                         ["tick.normal"])
+            kernel.clock.sleep(25.0)
+            board.break_for("eio", kernel.clock.now(), 15.0)
+            kernel.clock.sleep(60.0)
+            errors = kernel.events.events("SERVICE_ERROR")
+            assert errors and all(e.source == "safe_mode" for e in errors)
+            assert "telemetry bus did not answer" in errors[0].message
+            assert kernel.events.last("SERVICE_RECOVERED").source == "safe_mode"
+            assert kernel.events.events("SAFE_MODE_ENTER") == []  # transient: no escalation
+            records = drain(feed, kernel.bus)
+            assert any("power_error" in r for r in records) and "power" in records[-1]
+            health = records[-1]["services"]["safe_mode"]
+            assert health["total_failures"] == len(errors) and health["consecutive_failures"] == 0
+            assert health["restarts"] >= 1
+            set_soc(kernel, 0.10)
+            kernel.clock.sleep(30.0)
+            assert kernel.events.last("SAFE_MODE_ENTER") is not None
+            drain(normal, kernel.bus)
+            kernel.clock.sleep(30.0)
+            assert drain(normal, kernel.bus) == []
+            assert kernel.housekeeping()["services"]["housekeeping"]["total_failures"] == 0
+            print(f"EPS EIO window: {board.injected} injected faults, {len(errors)} service errors, "
+                  f"safe_mode health {health}")
+            kernel.shutdown()
+    finally:
+        server.close()
+
+
+def test_an_eps_that_keeps_failing_escalates_to_safe_mode_then_a_restart_request(signer):
+    board = broken_board()
+    kernel = make_kernel(signer, hardware=board)
+    requests: list[str] = []
+    kernel.on_restart_request = requests.append
+    normal_image = signer.image(code=TICKER, capabilities={"publish": ["tick.normal"]})
+    with kernel.clock.participant():
+        kernel.boot()
+        kernel.spawn(normal_image, ["tick.normal"])
+        board.break_for("eio", kernel.clock.now(), 600.0)
+        kernel.clock.sleep(600.0)
+        entered = kernel.events.events("SAFE_MODE_ENTER")
+        assert len(entered) == 1 and "safe_mode failed 5 times" in entered[0].message
+        assert kernel.governor.safe_mode and entered[0].fields["suspended"]
+        restart = kernel.events.events("KERNEL_RESTART_REQUESTED")
+        assert len(restart) == 1 and len(requests) == 1 and "safe_mode failed 10 times" in requests[0]
+        assert kernel.counters["restart_requests"] == 1
+        # the EPS answers again and the battery is full: safe mode is left the usual way
+        kernel.clock.sleep(120.0)
+        assert kernel.events.last("SAFE_MODE_LEAVE") is not None and not kernel.governor.safe_mode
+        assert kernel.services["safe_mode"].snapshot()["consecutive_failures"] == 0
+        kernel.shutdown()
+
+
+def test_a_restart_request_without_a_handler_is_an_event_and_services_go_on(signer):
+    board = broken_board()
+    kernel = make_kernel(signer, hardware=board)
+    with kernel.clock.participant():
+        kernel.boot()
+        board.break_for("eio", kernel.clock.now(), 10_000.0)
+        kernel.clock.sleep(3_000.0)
+        restart = kernel.events.last("KERNEL_RESTART_REQUESTED")
+        assert restart is not None and "no restart handler" in restart.message
+        health = kernel.services["safe_mode"].snapshot()
+        assert health["state"] == "backoff" and health["consecutive_failures"] > 10
+        hk = kernel.services["housekeeping"].snapshot()
+        assert hk["consecutive_failures"] == 0 and hk["iterations"] >= 290
+        kernel.shutdown()
+
+
+@pytest.mark.parametrize("fault, field", [("nan", "soc"), ("string", "soc"), ("missing", "soc"),
+                                          ("wait", "wait_s")])
+def test_bad_eps_replies_over_tcp_are_eio_and_counted(fault, field):
+    """A device server whose board answers a malformed EPS status: the driver raises EIO naming
+    the field, counts it, and the next good answer goes through."""
+    board = broken_board()
+    server, endpoint = serve(board)
+    clock = VirtualClock(T0)
+    try:
+        tree = DeviceTree.build(PROFILE, clock, {"*": endpoint}, satellite_id="TB01")
+        eps = tree["eps0"].open()
+        with clock.participant():
+            assert 0.0 <= eps.battery()["soc"] <= 1.0
+            board.break_for(fault, clock.now(), 10.0)
+            with pytest.raises(OSError) as caught:
+                eps.battery()
+            assert caught.value.errno == 5
+            assert caught.value.strerror.startswith(f"bad reply from eps0: {field}")
+            assert eps.counters["bad_replies"] == 1
+            assert clock.now() < T0 + 1.0  # a wait of 1e12 s was never waited
+            clock.sleep(10.0)
+            assert 0.0 <= eps.battery()["soc"] <= 1.0
+        tree.close()
+    finally:
+        server.close()
+
+
+def test_a_non_bytes_block_is_eio_never_a_crash(signer):
+    board = broken_board()
+    kernel = make_kernel(signer, hardware=board)
+    with kernel.clock.participant():
+        kernel.boot()
+        kernel.fs.write_file("/data/x", b"payload" * 100, "kernel", None)
+        board.break_for("block", kernel.clock.now(), 5.0)
+        storage = kernel.tree["storage0"]
+        with pytest.raises(OSError) as caught:
+            storage.read_block(1)
+        assert caught.value.errno == 5 and "bad reply from storage0: data must be bytes" in str(caught.value)
+        assert storage.counters["bad_replies"] >= 1
+        kernel.clock.sleep(10.0)
+        assert kernel.fs.read_file("/data/x") == b"payload" * 100
+        kernel.shutdown()
+
+
+@pytest.mark.parametrize("fault", ["nan", "string", "missing", "wait"])
+def test_a_bad_eps_reply_never_poisons_safe_mode(signer, fault):
+    board = broken_board()
+    kernel = make_kernel(signer, hardware=board)
+    with kernel.clock.participant():
+        kernel.boot()
+        feed = kernel.bus.subscribe("hk.TB01", 100, lambda: None)
+        board.break_for(fault, kernel.clock.now(), 25.0)
+        kernel.clock.sleep(60.0)
+        errors = kernel.events.events("SERVICE_ERROR")
+        assert errors and "bad reply from eps0" in errors[0].message
+        assert not kernel.governor.safe_mode and kernel.events.events("SAFE_MODE_ENTER") == []
+        set_soc(kernel, 0.1)
+        kernel.clock.sleep(20.0)
+        assert kernel.governor.safe_mode
+        degraded = [r for r in drain(feed, kernel.bus) if "power_error" in r]  # housekeeping's reads
+        assert degraded and "bad reply from eps0" in degraded[0]["power_error"]
+        assert kernel.tree["eps0"].counters["bad_replies"] == len(errors) + len(degraded)
+        kernel.shutdown()
+
+
+# -- the installed-apps table --------------------------------------------------------------------
+def reboot_with_table(signer: Signer, table: bytes) -> Kernel:
+    """Keep the hello image, write `table` as the installed-apps table, reboot on the same
+    hardware."""
+    first = make_kernel(signer)
+    with first.clock.participant():
+        first.boot()
+        first.fs.write_file("/images/hello.img", signer.example("hello"), "kernel", None)
+        first.fs.mkdir("/images/adir", "kernel")
+        first.fs.mkdir("/etc", "kernel")
+        first.fs.write_file(INSTALLED_TABLE, table, "kernel", None)
+        first.shutdown()
+    second = make_kernel(signer, hardware=first.hardware, clock=first.clock)
+    with first.clock.participant():
+        second.boot()
+    return second
+
+
+GOOD = {"image": "/images/hello.img", "argv": ["installed"]}
+
+
+@pytest.mark.parametrize("table, problem", [
+    (b"{not json", "is not JSON"),
+    (b"\xff\xfe", "is not JSON"),
+    (json.dumps({"image": "/images/hello.img"}).encode(), "is not a list but dict"),
+    (b"null", "is not a list but NoneType"),
+    (b"[" * 100_000 + b"]" * 100_000, "is not JSON"),
+])
+def test_an_unreadable_table_does_not_stop_the_boot(signer, table, problem):
+    kernel = reboot_with_table(signer, table)
+    with kernel.clock.participant():
+        assert kernel.state == "running" and kernel.events.last("BOOT_COMPLETE") is not None
+        unreadable = kernel.events.last("INSTALLED_TABLE_UNREADABLE")
+        assert unreadable is not None and problem in unreadable.message
+        assert kernel.events.events("APP_START") == []
+        kernel.shutdown()
+
+
+def test_bad_entries_are_skipped_with_an_event_each_and_good_ones_start(signer):
+    table = [42, {"argv": []}, {"image": 7, "argv": []}, {"image": "/images/hello.img", "argv": "x"},
+             {"image": "/images/missing.img", "argv": []}, {"image": "/images/adir"},
+             {"image": "relative.img"}, {"image": "/images/hello.img", "argv": [1]},
+             {"image": "/images/hello.img", "argv": [], "extra": True}, {"image": "\udc80"}, {"image": "/\udc80"},
+             GOOD, GOOD]
+    kernel = reboot_with_table(signer, json.dumps(table).encode())
+    with kernel.clock.participant():
+        skipped = kernel.events.events("INSTALLED_ENTRY_SKIPPED")
+        assert len(skipped) == len(table) - 1
+        for index, event in enumerate(skipped[:-1]):
+            assert f"entry {index} skipped" in event.message
+        assert "listed twice" in skipped[-1].message
+        started = kernel.events.events("APP_START")
+        assert len(started) == 1 and "hello" in started[0].message
+        assert kernel.wait(started[0].fields["pid"], 10.0)["exit_code"] == 0
+        assert "hello, installed" in kernel.events.last("HELLO").message
+        # install over a table with bad entries keeps the good ones and drops the rest
+        kernel.install(kernel.fs.read_file("/images/hello.img"), ["again"])
+        assert json.loads(kernel.fs.read_file(INSTALLED_TABLE)) == [
+            {"image": "/images/hello.img", "argv": ["again"]}]
+        kernel.shutdown()
+
+
+# -- safe mode follows the battery ---------------------------------------------------------------
+def test_safe_mode_holds_more_classes_as_the_battery_keeps_falling_and_fewer_as_it_rises(kernel, signer):
+    bus = kernel.bus
+    feeds = {}
+    for priority in ("normal", "high", "essential"):
+        topic = f"tick.{priority}"
+        feeds[priority] = bus.subscribe(topic, 100, lambda: None)
+        kernel.spawn(signer.image(code=TICKER, priority=priority, capabilities={"publish": [topic]}),
+                     [topic])
+    kernel.clock.sleep(20.0)
+    set_soc(kernel, 0.12)  # below critical (15 %), above half of it
+    kernel.clock.sleep(30.0)
+    entered = kernel.events.last("SAFE_MODE_ENTER")
+    assert entered is not None and entered.fields["held"] == ["low", "normal"]
+    for feed in feeds.values():
+        drain(feed, bus)
+    kernel.clock.sleep(30.0)
+    assert drain(feeds["normal"], bus) == [] and drain(feeds["high"], bus)
+    set_soc(kernel, 0.05)  # the battery keeps falling: high-priority apps are held too
+    kernel.clock.sleep(20.0)
+    more = kernel.events.last("SAFE_MODE_SUSPEND")
+    assert more is not None and more.fields["held"] == ["low", "normal", "high"]
+    late = kernel.spawn(signer.image(code=TICKER, priority="low", capabilities={"publish": ["tick.low"]}),
+                        ["tick.low"])  # started during safe mode: held at the next pass
+    kernel.clock.sleep(20.0)
+    for feed in feeds.values():
+        drain(feed, bus)
+    kernel.clock.sleep(30.0)
+    assert drain(feeds["high"], bus) == [] and drain(feeds["essential"], bus)
+    assert late in kernel.events.last("SAFE_MODE_SUSPEND").fields["suspended"]
+    set_soc(kernel, 0.10)  # rising, still in safe mode: high resumes, normal stays held
+    kernel.clock.sleep(20.0)
+    resumed = kernel.events.last("SAFE_MODE_RESUME")
+    assert resumed is not None and resumed.fields["held"] == ["low", "normal"]
+    drain(feeds["high"], bus), drain(feeds["normal"], bus)
+    kernel.clock.sleep(30.0)
+    assert drain(feeds["high"], bus) and drain(feeds["normal"], bus) == []
+    set_soc(kernel, 0.9)
+    kernel.clock.sleep(20.0)
+    assert kernel.events.last("SAFE_MODE_LEAVE") is not None
+    kernel.clock.sleep(20.0)
+    assert drain(feeds["normal"], bus)
+
+
+def test_a_stalled_service_is_reported_by_the_watchdog(kernel):
+    """A scrubber pass that never returns (a board that never answers): the watchdog says so."""
+    never = kernel.clock.event()
+    kernel.services["scrubber"].iteration = lambda: kernel.clock.wait(never)
+    kernel.clock.sleep(400.0)
+    stalled = kernel.events.last("SERVICE_STALLED")
+    assert stalled is not None and stalled.fields["service"] == "scrubber"
+    assert len(kernel.events.events("SERVICE_STALLED")) == 1
+    never.set()
+    kernel.clock.sleep(130.0)
+    assert "scrubber" not in kernel.stalled_services
