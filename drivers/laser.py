@@ -10,6 +10,7 @@ import errno
 from typing import Any
 
 from drivers.base import Driver
+from drivers.replies import MAX_WAIT_S
 
 
 class LaserDriver(Driver):
@@ -26,10 +27,16 @@ class LaserDriver(Driver):
         return self.status()
 
     def wait_linked(self) -> dict[str, Any]:
-        """Block on the clock until acquisition completes. Raises ENOTCONN if not pointed."""
+        """Block on the clock until acquisition completes. Raises ENOTCONN if not pointed, EIO
+        when the terminal names no time, or one more than a day ahead."""
         status = self.status()
         if status["link_state"] == "acquiring":
-            self.clock.sleep_until(status["data_from_utc_s"])
+            data_from = status.get("data_from_utc_s")
+            if data_from is None or data_from - self.clock.now() > MAX_WAIT_S:
+                self.counters["bad_replies"] += 1
+                raise OSError(errno.EIO, f"bad reply from {self.name}: data_from_utc_s {data_from!r} "
+                                         f"is not within {MAX_WAIT_S:g} s of now (to status)")
+            self.clock.sleep_until(data_from)
             status = self.status()
         if status["link_state"] != "linked":
             raise OSError(errno.ENOTCONN, f"{self.name}: not pointed at any peer")

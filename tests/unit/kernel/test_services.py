@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from typing import Any
 
 import pytest
@@ -40,34 +41,39 @@ class BrokenBoard(SatelliteHardware):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fault: str | None = None
-        self.window = (0.0, 0.0)
+        self.windows: list[tuple[float, float, str]] = []
         self.injected = 0
 
     def break_for(self, fault: str, start_utc_s: float, duration_s: float) -> None:
-        self.fault, self.window = fault, (start_utc_s, start_utc_s + duration_s)
+        self.windows.append((start_utc_s, start_utc_s + duration_s, fault))
+
+    def fault_at(self, t: float) -> str | None:
+        for start, end, fault in self.windows:
+            if start <= t < end:
+                return fault
+        return None
 
     def call(self, device: Any, op: Any, args: Any, t: Any) -> OpResult:
-        active = self.fault is not None and self.window[0] <= t < self.window[1]
-        if active and device == "eps0" and op == "status":
+        fault = self.fault_at(t)
+        if fault is not None and device == "eps0" and op == "status":
             self.injected += 1
-            if self.fault == "eio":
+            if fault == "eio":
                 raise OpError("EIO", "eps0: telemetry bus did not answer")
         result = super().call(device, op, args, t)
-        if not active:
+        if fault is None:
             return result
         value = result.value
         if device == "eps0" and op == "status":
             value = dict(value)
-            if self.fault == "nan":
+            if fault == "nan":
                 value["soc"] = math.nan
-            elif self.fault == "string":
+            elif fault == "string":
                 value["soc"] = "0.5"
-            elif self.fault == "missing":
+            elif fault == "missing":
                 del value["soc"]
-            elif self.fault == "wait":
+            elif fault == "wait":
                 return OpResult(value, 1e12, 0.0, 0.0)
-        if device == "storage0" and op == "read_block" and self.fault == "block":
+        if device == "storage0" and op == "read_block" and fault == "block":
             self.injected += 1
             value = {"data": "not bytes", "tag": value["tag"]}
         return OpResult(value, result.wait_s, result.busy_s, result.power_w)
@@ -427,3 +433,58 @@ def test_a_stalled_service_is_reported_by_the_watchdog(kernel):
     never.set()
     kernel.clock.sleep(130.0)
     assert "scrubber" not in kernel.stalled_services
+
+
+# -- campaign ------------------------------------------------------------------------------------
+EPS_FAULTS = ("eio", "nan", "string", "missing", "wait")
+
+
+def eps_fault_campaign(signer: Signer, seed: int, windows: int, hours: float) -> dict[str, Any]:
+    """A kernel with one ticker per priority, `windows` EPS fault windows (random kind, 1 s to
+    10 min) over `hours`, then a drained battery. Returns counts and the event log."""
+    rng = random.Random(seed)
+    board = broken_board()
+    kernel = make_kernel(signer, hardware=board)
+    requests: list[str] = []
+    kernel.on_restart_request = requests.append
+    span_s = hours * 3600.0
+    for _ in range(windows):
+        board.break_for(rng.choice(EPS_FAULTS), T0 + rng.uniform(0.0, span_s), rng.uniform(1.0, 600.0))
+    with kernel.clock.participant():
+        kernel.boot()
+        for priority in ("low", "normal", "high", "essential"):
+            kernel.spawn(signer.image(code=TICKER, priority=priority,
+                                      capabilities={"publish": [f"tick.{priority}"]}), [f"tick.{priority}"])
+        kernel.clock.sleep_until(T0 + span_s + 700.0)  # past the last window
+        health = {name: s.snapshot() for name, s in kernel.services.items()}
+        set_soc(kernel, 0.05)
+        kernel.clock.sleep(120.0)
+        engaged = kernel.governor.safe_mode
+        suspended = sorted(p["priority"] for p in kernel.ps() if p["state"] == "suspended")
+        kernel.shutdown()
+    events = kernel.events
+    return {"injected": board.injected, "service_errors": len(events.events("SERVICE_ERROR")),
+            "recoveries": len(events.events("SERVICE_RECOVERED")),
+            "safe_mode_entries": len(events.events("SAFE_MODE_ENTER")),
+            "restart_requests": len(requests), "dead": len(events.events("SERVICE_DEAD")),
+            "stalled": len(events.events("SERVICE_STALLED")), "health": health,
+            "engaged_after": engaged, "suspended_after": suspended,
+            "log": [(e.time_utc_s, e.event_id, e.source, e.message) for e in events.events()]}
+
+
+@pytest.mark.slow
+def test_eps_fault_campaign_services_never_die_and_runs_repeat_exactly(signer):
+    result = eps_fault_campaign(signer, seed=10, windows=200, hours=24.0)
+    again = eps_fault_campaign(signer, seed=10, windows=200, hours=24.0)
+    counts = {k: v for k, v in result.items() if k not in ("log", "health")}
+    print(f"EPS fault campaign (200 windows, 24 h): {counts}")
+    print("service health at the end: " + "; ".join(
+        f"{name}: {h['iterations']} iterations, {h['total_failures']} failures, {h['restarts']} "
+        f"restarts, {h['escalations']} escalations" for name, h in result["health"].items()))
+    assert result["injected"] > 0 and result["service_errors"] > 0
+    assert result["dead"] == 0 and result["stalled"] == 0
+    for name, health in result["health"].items():
+        assert health["state"] in ("running", "backoff"), name
+        assert health["last_iteration_utc_s"] > T0 + 23 * 3600.0, name
+    assert result["engaged_after"] and result["suspended_after"] == ["high", "low", "normal"]
+    assert again["log"] == result["log"]  # the same faults give the same event log
