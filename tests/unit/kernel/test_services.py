@@ -14,6 +14,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.device_tree import DeviceTree
 from kernel.events import EventLog
@@ -488,3 +490,40 @@ def test_eps_fault_campaign_services_never_die_and_runs_repeat_exactly(signer):
         assert health["last_iteration_utc_s"] > T0 + 23 * 3600.0, name
     assert result["engaged_after"] and result["suspended_after"] == ["high", "low", "normal"]
     assert again["log"] == result["log"]  # the same faults give the same event log
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+              st.text(max_size=12), st.sampled_from(["/images/hello.img", "/images", "/etc/installed.json",
+                                                      "/images/../images/hello.img", "/\udc80"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(["image", "argv", "x"]) | st.text(max_size=4),
+                                            inner, max_size=3)),
+    max_leaves=10)
+TABLE_OUTCOMES: dict[str, int] = {"tables": 0, "entries_started": 0, "problems": 0}
+
+
+def test_any_installed_table_gives_valid_entries_or_events(kernel, signer):
+    """Hypothesis writes tables (any JSON, and raw bytes) and the kernel reads them as boot does:
+    it never raises, and what it would start is a valid entry for an existing file."""
+    kernel.fs.write_file("/images/hello.img", signer.example("hello"), "kernel", None)
+    kernel.fs.mkdir("/etc", "kernel", parents=True)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(table=json_values | st.lists(st.fixed_dictionaries(
+        {"image": st.sampled_from(["/images/hello.img", "/images/none.img", 3])},
+        optional={"argv": st.lists(st.text(max_size=3), max_size=3) | json_values})) | st.binary(max_size=40))
+    def attempt(table: Any) -> None:
+        data = table if isinstance(table, bytes) else json.dumps(table).encode("utf-8", "surrogatepass")
+        kernel.fs.write_file(INSTALLED_TABLE, data, "kernel", None)
+        before = len(kernel.events.events())
+        entries = kernel._installed_entries()
+        TABLE_OUTCOMES["tables"] += 1
+        TABLE_OUTCOMES["entries_started"] += len(entries)
+        TABLE_OUTCOMES["problems"] += len(kernel.events.events()) - before
+        for entry in entries:
+            assert entry.image == "/images/hello.img" and all(isinstance(a, str) for a in entry.argv)
+
+    attempt()
+    print(f"installed tables tried: {TABLE_OUTCOMES}")
+    assert TABLE_OUTCOMES["entries_started"] > 0 and TABLE_OUTCOMES["problems"] > 0
