@@ -9,9 +9,10 @@
 
 Boot builds the device tree from the hardware profile (a device that fails to probe is an event;
 the rest come up), mounts the file system on storage0 (recovering after an unclean stop, or
-formatting a blank device), starts the system services (housekeeping, watchdog with the power
-governor's safe-mode check, the scrubber), then the apps of the startup table. Every step and
-every failure is an event.
+formatting a blank device), starts the system services (housekeeping, safe mode, the watchdog,
+the scrubber: each a supervised run loop of `kernel.services` that outlives its failures), then
+the apps of the startup table and of the installed-apps table (bad entries are skipped). Every
+step and every failure is an event.
 
 Processes run in their own threads (participants of the clock, small stacks). Every blocking
 syscall waits on the clock through `block()`, so a virtual clock sees when all are idle, and a
@@ -295,10 +296,10 @@ class Kernel:
         return entries
 
     def _read_installed_table(self) -> tuple[list[StartupEntry], list[tuple[str, str]]]:
-        """(valid entries, (event id, message) of each problem). Never raises: a table that is not JSON, not a
-        list, or unreadable gives no entries; an entry that is not {"image": absolute path of an
-        existing file, "argv": [str, ...]} (argv may be left out), or repeats an image, is left
-        out; only the first MAX_INSTALLED entries are read."""
+        """(valid entries, (event id, message) of each problem). Never raises: a table that is
+        not JSON, not a list, or unreadable gives no entries; an entry that is not
+        {"image": absolute path of an existing file, "argv": [str, ...]} (argv may be left out),
+        or repeats an image, is left out; only the first MAX_INSTALLED entries are read."""
         if self.fs is None:
             return [], []
         try:

@@ -25,12 +25,13 @@ overdue (SERVICE_STALLED), which also catches a service blocked for good in one 
 
 The kernel's services (`start_system_services`):
 
-| service | every | pass |
-|---|---|---|
-| housekeeping | `housekeeping_period_s` | build the housekeeping record, publish it on `hk.<satellite>` |
-| safe_mode | `safe_mode_period_s` | read the battery, enter/leave safe mode, hold the priority classes the state of charge calls for |
-| watchdog | `watchdog_period_s` | end apps that made no progress within their window; report stalled services |
-| scrubber | `scrub_period_s` | read `scrub_blocks` data blocks, report files with bit flips |
+- housekeeping, every `housekeeping_period_s`: build the housekeeping record, publish it on
+  `hk.<satellite>`;
+- safe_mode, every `safe_mode_period_s`: read the battery, enter or leave safe mode, hold the
+  priority classes the state of charge calls for;
+- watchdog, every `watchdog_period_s`: end apps that made no progress within their window,
+  report stalled services;
+- scrubber, every `scrub_period_s`: read `scrub_blocks` data blocks, report files with bit flips.
 """
 from __future__ import annotations
 
