@@ -57,6 +57,17 @@ class SupervisionPolicy:
     safe_mode_after: int = 5  # with the defaults: about 30 s of failing
     restart_after: int = 10  # about 5 minutes more
 
+    def __post_init__(self) -> None:
+        """Raises ValueError for a backoff that is not a positive finite number of seconds (or
+        a cap below the first), or a threshold below 1."""
+        if not 0.0 < self.backoff_initial_s <= self.backoff_max_s < float("inf"):
+            raise ValueError(f"backoff must satisfy 0 < backoff_initial_s <= backoff_max_s < inf, "
+                             f"got {self.backoff_initial_s!r} and {self.backoff_max_s!r}")
+        for name in ("safe_mode_after", "restart_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
     def backoff_s(self, consecutive_failures: int) -> float:
         """The wait after the n-th consecutive failure (n >= 1)."""
         exponent = min(max(consecutive_failures - 1, 0), 60)

@@ -152,6 +152,14 @@ def test_an_escalation_that_raises_does_not_end_the_service():
     assert events.events("SERVICE_ERROR")[0].fields["error"] == "ZeroDivisionError"
 
 
+@pytest.mark.parametrize("fields", [{"backoff_initial_s": 0.0}, {"backoff_initial_s": float("nan")},
+                                    {"backoff_max_s": 0.5}, {"backoff_max_s": float("inf")},
+                                    {"safe_mode_after": 0}, {"restart_after": True}])
+def test_a_policy_that_cannot_work_is_refused(fields):
+    with pytest.raises(ValueError):
+        SupervisionPolicy(**fields)
+
+
 def test_housekeeping_reports_the_liveness_of_every_service(kernel):
     feed = kernel.bus.subscribe("hk.TB01", 100, lambda: None)
     kernel.clock.sleep(65.0)
