@@ -12,6 +12,7 @@ Two kinds share one interface (`SimClock`):
   deterministic whatever the host's thread scheduling does. A thread made by `start_thread`
   joins the ready queue at once (time cannot pass it) but first runs when the dispatcher
   resumes it, after its starter has blocked: the starter and the new thread never run together.
+  A thread that registers while another participant runs waits its turn the same way.
 
 Time is UTC as POSIX seconds (float, seconds since 1970-01-01T00:00:00Z, no leap seconds), the
 same number `datetime.timestamp()` gives. Participants must block only through the clock
@@ -284,12 +285,20 @@ class VirtualClock(SimClock):
 
     # -- participants -------------------------------------------------------------------------
     def register(self) -> None:
+        """Join as a participant. While another participant runs, the caller waits its turn in
+        the ready queue (one participant at a time); time cannot move past it meanwhile."""
         ident = threading.get_ident()
         with self._lock:
             if ident in self._participants:
                 raise ClockError(f"thread {threading.current_thread().name} is already a participant")
             self._participants.add(ident)
-            self._running += 1
+            if self._running == 0 and not self._ready:
+                self._running += 1
+                return
+            waiter = _Waiter(None, None)
+            self._ready.append(waiter)
+            self._dispatch_locked()
+        waiter.wake.wait()  # counted as running by the dispatcher that resumed it
 
     def unregister(self) -> None:
         ident = threading.get_ident()

@@ -184,3 +184,28 @@ def test_a_thread_started_by_a_non_participant_runs_when_nobody_else_does():
     assert done.wait(5.0) and clock.now() == 3.0
     thread.join(5)
     assert clock.participant_count == 0
+
+
+def test_a_thread_that_registers_while_another_runs_waits_its_turn():
+    clock = VirtualClock(0.0)
+    trace = []
+    joined = threading.Event()
+
+    def latecomer():
+        with clock.participant():
+            joined.set()
+            trace.append(("latecomer", clock.now()))
+            clock.sleep(1.0)
+
+    with clock.participant():
+        thread = threading.Thread(target=latecomer)
+        thread.start()
+        deadline = time.monotonic() + 5.0
+        while clock.participant_count < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # until the latecomer has asked to join
+        assert clock.participant_count == 2
+        assert not joined.wait(0.1)  # the test thread runs: the latecomer may not
+        trace.append(("test", clock.now()))
+        clock.sleep(5.0)  # now it runs; time cannot have passed it
+    thread.join(5)
+    assert trace == [("test", 0.0), ("latecomer", 0.0)]
