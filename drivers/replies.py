@@ -121,7 +121,7 @@ REPLY_FIELDS: dict[str, dict[str, dict[str, Field]]] = {
     },
     "storage": {
         "info": {"block_bytes": Field(_integer(1)), "blocks": Field(_integer(1))},
-        "read_block": {"data": Field(_BYTES), "tag": Field(_BYTES)},
+        "read_block": {"data": Field(_BYTES), "tag": Field(_BYTES, required=False)},
     },
     "gpu": {
         "alloc": {"handle": Field(_integer(1))},
