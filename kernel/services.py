@@ -45,7 +45,7 @@ from sim_hw.clock import ClockEvent, SimClock
 if TYPE_CHECKING:  # the kernel imports this module; the services only call into it
     from kernel.kernel import Kernel
 
-EXIT_CRASH = 1
+EXIT_CRASH = 1  # kernel.EXIT_CRASH: a watchdog kill counts as a crash for the restart policy
 
 
 @dataclass(frozen=True)

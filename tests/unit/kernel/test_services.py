@@ -152,6 +152,20 @@ def test_an_escalation_that_raises_does_not_end_the_service():
     assert events.events("SERVICE_ERROR")[0].fields["error"] == "ZeroDivisionError"
 
 
+def test_a_supervisor_that_fails_itself_says_so_and_counts_as_overdue():
+    """The loop's own wait fails (a stop event of another clock): SERVICE_DEAD, state dead."""
+    clock = VirtualClock(0.0)
+    events = EventLog(clock.now)
+    service = SupervisedService("odd", 5.0, lambda: None, clock=clock, stop=VirtualClock(0.0).event(),
+                                events=events, escalate=lambda *a: None)
+    with clock.participant():
+        clock.start_thread(service.run)
+        clock.sleep(1.0)
+    dead = events.last("SERVICE_DEAD")
+    assert dead is not None and dead.source == "odd" and "ClockError" in dead.message
+    assert service.snapshot()["state"] == "dead" and service.overdue(clock.now())
+
+
 @pytest.mark.parametrize("fields", [{"backoff_initial_s": 0.0}, {"backoff_initial_s": float("nan")},
                                     {"backoff_max_s": 0.5}, {"backoff_max_s": float("inf")},
                                     {"safe_mode_after": 0}, {"restart_after": True}])
