@@ -20,8 +20,8 @@ damaged block (a bit flip, a lost write) loses nothing acknowledged. The mount t
 apart: a copy whose blocks all pass their seals but whose payload does not match its header
 was half-written (an unclean stop: `MountReport.recovered`, with `notes`); a copy with a block
 that fails its seal, or that is not ours, is damaged (`MountReport.damaged` says which copy was
-used instead). Either way the mount commits a fresh generation at once, so two good copies
-exist again. A device is formatted only when it is blank (no metadata header and no data block
+used instead). Either way the mount commits the index it loaded twice at once, so both slots
+hold two good copies again. A device is formatted only when it is blank (no metadata header and no data block
 ever written); any other device without a valid index is refused with EIO and left untouched.
 
 Every change is all-or-nothing: it builds a new index, commits it, and only then makes it the
@@ -210,9 +210,10 @@ class FileSystem:
             self._generation = chosen.generation
             self._active_slot = chosen.slot
             self._rebuild_free()
-            if damaged or notes:  # two good copies of the newest generation again
+            if damaged or notes:  # rewrite both slots: every copy good again
                 try:
-                    self._commit(dict(self._index))
+                    for _ in range(2):
+                        self._commit(dict(self._index))
                 except OSError as exc:
                     damaged.append(f"repair commit failed: {exc}")
             files = sum(1 for inode in self._index.values() if inode.kind == "file")
@@ -357,6 +358,12 @@ class FileSystem:
         """The device blocks holding a file, in order (for diagnostics and fault injection)."""
         with self._lock:
             return list(self._inode(normalize(path)).blocks)
+
+    @property
+    def current_slot(self) -> int:
+        """First block of the metadata slot holding the current index (for diagnostics and
+        fault injection); its copies start there and SLOT_BLOCKS later."""
+        return self._active_slot
 
     def usage_bytes(self, owner: str) -> int:
         """What an owner's files and directories count against its quota (`inode_cost_bytes`)."""
