@@ -56,8 +56,8 @@ def test_every_bit_of_a_tag_and_sampled_data_bits_are_eio_never_wrong_data(tmp_p
         flip_file_bit(image, offset + byte, bit)
         driver = native(image)
         try:
-            got = driver.read_block(5)
-            outcomes["wrong" if got != data else "exact"] = outcomes.get("exact", 0) + 1
+            key = "wrong" if driver.read_block(5) != data else "exact"
+            outcomes[key] = outcomes.get(key, 0) + 1
         except OSError as exc:
             assert exc.errno == errno.EIO and "block 5" in str(exc)
             outcomes["eio"] += 1

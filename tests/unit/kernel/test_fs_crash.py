@@ -526,7 +526,9 @@ def kill_campaign(directory, rounds, seed=0):
             time.sleep(rng.uniform(0.0, 0.25))
         finally:
             child.send_signal(signal.SIGKILL)
-            output = child.communicate(timeout=60)[0]
+            output = child.stdout.read()  # not communicate(): it would skip what readline buffered
+            child.stdout.close()
+            child.wait(timeout=60)
         lines = output.split()
         tried = [int(n) for word, n in zip(lines, lines[1:]) if word == "TRY"]
         acked = [int(n) for word, n in zip(lines, lines[1:]) if word == "ACK"]
