@@ -1,8 +1,10 @@
 """Native backends: real hardware where it exists.
 
 - `NativeStorageTransport`: a storage device on a real block file. Each block's data sits beside
-  its fixed-size protection tag (`drivers.storage.TAG_BYTES`); every write is followed by fsync,
-  so what was written survives a crash or a restart of the process. The file starts with a
+  its fixed-size protection tag (`drivers.storage.TAG_BYTES`), written with one pwrite (a record
+  is whole in the page cache at once, so a crash of the process never tears one); `flush` is
+  fsync, the write barrier (the file system flushes before and after each header it writes), so
+  what was flushed survives a power cut and a restart of the process. The file starts with a
   header (magic, block_bytes, blocks, CRC32C of those) and ends with a copy of it; opening
   uses whichever copy is valid and rewrites the other. A file whose headers are both invalid is
   formatted only when it is blank (empty or all zeros); otherwise opening refuses with an
@@ -183,7 +185,6 @@ class NativeStorageTransport(Transport):
                 raise OpError("EINVAL", f"{self.device}.write_block: a tag is at most {TAG_BYTES} bytes, "
                                         f"got {len(args['tag'])}")
             os.pwrite(self._fd, args["data"] + args["tag"].ljust(TAG_BYTES, b"\0"), offset)
-            os.fsync(self._fd)
             return {}
         if op == "inject_bit_flip":
             bit = args["bit"]

@@ -292,14 +292,16 @@ class FileSystem:
         generation = self._next_generation
         self._next_generation += 1  # never reused, even if this commit fails half-way
         digest = hashlib.sha256(payload).digest()
-        try:
+        try:  # write barriers (flush): data before the index, each index before its header
             for copy in range(COPIES):
                 start = slot + copy * SLOT_BLOCKS
                 for i in range(0, len(payload), self.block_bytes):
                     chunk = payload[i:i + self.block_bytes]
                     self.storage.write_block(start + 1 + i // self.block_bytes, chunk.ljust(self.block_bytes, b"\0"))
+                self.storage.flush()
                 header = _HEADER.pack(MAGIC, generation, len(payload), digest, slot, copy)
                 self.storage.write_block(start, header.ljust(self.block_bytes, b"\0"))
+                self.storage.flush()
         except BaseException:
             self._release(taken)
             raise
