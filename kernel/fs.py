@@ -37,7 +37,8 @@ and the file system passes the seal its index holds for that block, so a device 
 another block's record, an older record or an unwritten block is caught (as ZFS keeps a
 block's checksum in its parent pointer). Then the file is marked corrupt and the read raises
 OSError(EIO) naming the file; corrupted bytes are never returned. `scrub` reads data blocks in
-the background to find flips before anyone reads them.
+the background to find flips before anyone reads them, and at the start of each pass checks
+every metadata copy, rewriting both slots when one is damaged (`scrub_metadata`).
 
 Quotas are per owner (app) and count metadata: each inode (file or directory) costs
 `INODE_BYTES` plus its path's length in UTF-8, besides the bytes of its files. A caller with a
@@ -161,6 +162,7 @@ class FileSystem:
         self._free: list[int] = []
         self._next_block = DATA_START
         self.corrupt_found = 0
+        self.metadata_repairs: list[str] = []  # what scrub_metadata found and repaired, oldest first
 
     # -- mounting and committing ------------------------------------------------------------------
     def mount(self) -> MountReport:
@@ -513,11 +515,40 @@ class FileSystem:
             start = offset - first * self.block_bytes
             return data[start:start + (end - offset)]
 
+    def scrub_metadata(self) -> tuple[str, ...]:
+        """Check every metadata copy; when one is damaged, half-written or stale, rewrite both
+        slots (two commits of the current index) so that one more flip still loses nothing.
+        Returns what was found (empty when all is well; also kept in `metadata_repairs`).
+        Raises the device's errors from the repair."""
+        with self._lock:
+            found = []
+            for slot in (SLOT_A, SLOT_B):
+                for copy in range(COPIES):
+                    state = self._read_copy(slot, copy)
+                    current = slot == self._active_slot
+                    if current and (state.state != "ok" or state.generation != self._generation):
+                        found.append(f"{state.label} (current) {state.state}"
+                                     + (f" ({state.reason})" if state.reason else f", generation {state.generation}"))
+                    elif not current and state.state in ("damaged", "torn"):
+                        found.append(f"{state.label} {state.state} ({state.reason})")
+            if found:
+                self.metadata_repairs.extend(found)
+                for _ in range(2):
+                    self._commit(dict(self._index))
+            return tuple(found)
+
     def scrub(self, max_blocks: int, start: int = 0) -> tuple[list[str], int]:
         """Read up to max_blocks data blocks from position `start` of the block sequence of all
-        files; returns (files found corrupt this pass, next position; 0 when the pass is done)."""
+        files; returns (files found corrupt this pass, next position; 0 when the pass is done).
+        A pass starts (start 0) with `scrub_metadata`; a failed repair is noted in
+        `metadata_repairs`, not raised."""
         found = []
         with self._lock:
+            if start == 0:
+                try:
+                    self.scrub_metadata()
+                except OSError as exc:
+                    self.metadata_repairs.append(f"metadata repair failed: {exc}")
             position = 0
             read = 0
             for path in sorted(self._index):

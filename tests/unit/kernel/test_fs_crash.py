@@ -120,6 +120,27 @@ def test_the_kernel_reports_a_used_mirror_as_repaired_not_as_an_unclean_stop(sig
         second.shutdown()
 
 
+def test_the_scrubber_repairs_a_damaged_copy_so_a_second_flip_loses_nothing():
+    """Without the repair, a flip in each copy of the current slot (at different times) rolls
+    back to the previous generation."""
+    hw, clock = hardware(), VirtualClock(T0)
+    with clock.participant():
+        fs = FileSystem(storage(hw, clock), clock.now)
+        fs.mount()
+        fs.write_file("/a", b"old", "app", None)
+        fs.write_file("/a", b"acknowledged", "app", None)
+        slot = fs.current_slot
+        hw.storage.inject_flip(slot, 11)  # copy 1
+        assert fs.scrub(100) == ([], 0)
+        assert len(fs.metadata_repairs) == 1 and "copy 1 (current) damaged" in fs.metadata_repairs[0]
+        assert fs.scrub_metadata() == ()  # all four copies good again
+        current = fs.current_slot
+        hw.storage.inject_flip(current + SLOT_BLOCKS, 11)  # copy 2 of what is current now
+        hw.storage.inject_flip(current + 1, 3)  # and copy 1's index
+        again = FileSystem(storage(hw, clock), clock.now)
+        assert again.mount().damaged and again.read_file("/a") == b"acknowledged"
+
+
 def test_both_copies_of_every_slot_damaged_is_refused_never_formatted():
     hw, clock = hardware(), VirtualClock(T0)
     with clock.participant():
