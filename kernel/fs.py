@@ -186,10 +186,10 @@ class FileSystem:
                     self._rebuild_free()
                     self._commit(dict(self._index))
                     return MountReport(self._generation, 0, True, False, (), ())
+                found = "; ".join(f"{c.label} {c.state}" + (f" ({c.reason})" if c.reason else "")
+                                  for c in copies)
                 raise OSError(errno.EIO, "no valid file system metadata and the device is not blank "
-                                         "(refusing to format over it): "
-                                         + "; ".join(f"{c.label} {c.state}" + (f" ({c.reason})" if c.reason else "")
-                                                     for c in copies))
+                                         f"(refusing to format over it): {found}")
             chosen = max(valid, key=lambda c: (c.generation, -c.slot, -c.copy))
             assert chosen.index is not None
             damaged, notes = [], []
@@ -298,8 +298,8 @@ class FileSystem:
             for copy in range(COPIES):
                 start = slot + copy * SLOT_BLOCKS
                 for i in range(0, len(payload), self.block_bytes):
-                    chunk = payload[i:i + self.block_bytes]
-                    self.storage.write_block(start + 1 + i // self.block_bytes, chunk.ljust(self.block_bytes, b"\0"))
+                    chunk = payload[i:i + self.block_bytes].ljust(self.block_bytes, b"\0")
+                    self.storage.write_block(start + 1 + i // self.block_bytes, chunk)
                 self.storage.flush()
                 header = _HEADER.pack(MAGIC, generation, len(payload), digest, slot, copy)
                 self.storage.write_block(start, header.ljust(self.block_bytes, b"\0"))
@@ -477,7 +477,8 @@ class FileSystem:
                 for i in range(0, len(tail), self.block_bytes):
                     block = self._allocate()
                     taken.append(block)
-                    seals.append(self.storage.write_block(block, tail[i:i + self.block_bytes].ljust(self.block_bytes, b"\0")))
+                    chunk = tail[i:i + self.block_bytes].ljust(self.block_bytes, b"\0")
+                    seals.append(self.storage.write_block(block, chunk))
             except BaseException:
                 self._release(taken)
                 raise
@@ -527,8 +528,8 @@ class FileSystem:
                     state = self._read_copy(slot, copy)
                     current = slot == self._active_slot
                     if current and (state.state != "ok" or state.generation != self._generation):
-                        found.append(f"{state.label} (current) {state.state}"
-                                     + (f" ({state.reason})" if state.reason else f", generation {state.generation}"))
+                        detail = f"({state.reason})" if state.reason else f"generation {state.generation}"
+                        found.append(f"{state.label} (current) {state.state} {detail}")
                     elif not current and state.state in ("damaged", "torn"):
                         found.append(f"{state.label} {state.state} ({state.reason})")
             if found:

@@ -594,3 +594,19 @@ def test_kill_9_during_fsynced_writes_loses_nothing_acknowledged_many_rounds(tmp
     counts = kill_campaign(tmp_path, rounds=30, seed=3)
     print(counts)
     assert counts["rounds"] == 30
+
+
+def test_an_index_that_cannot_be_encoded_is_einval_and_changes_nothing():
+    """Before, a lone surrogate in a path made the commit raise UnicodeEncodeError after the
+    index in memory had changed: every later commit failed the same way (the file system was
+    wedged for every app, `spawn` and `install`)."""
+    hw, clock = hardware(), VirtualClock(T0)
+    with clock.participant():
+        fs = FileSystem(storage(hw, clock), clock.now)
+        fs.mount()
+        with pytest.raises(OSError) as error:
+            fs.mkdir("/bad\udc80", "app")
+        assert error.value.errno == errno.EINVAL
+        assert fs.listdir("/") == []
+        fs.write_file("/fine", b"still works", "app", None)
+        assert fs.read_file("/fine") == b"still works"
