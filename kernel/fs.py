@@ -169,8 +169,12 @@ class FileSystem:
         """Load the newest valid index, or format a blank device.
 
         Raises OSError(EIO) when no metadata copy is valid on a device that is not blank (it is
-        never formatted over), ENOSPC for a device too small to hold a file system."""
+        never formatted over), ENOSPC for a device too small to hold a file system, EINVAL for
+        blocks too small to hold a metadata header."""
         with self._lock:
+            if self.block_bytes < _HEADER.size:
+                raise OSError(errno.EINVAL, f"{self.storage.name}: {self.block_bytes}-byte blocks cannot hold "
+                                            f"a {_HEADER.size}-byte metadata header")
             if self.storage.blocks <= DATA_START:
                 raise OSError(errno.ENOSPC, f"{self.storage.name}: {self.storage.blocks} blocks; a file "
                                             f"system needs more than {DATA_START}")
