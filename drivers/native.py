@@ -1,9 +1,15 @@
 """Native backends: real hardware where it exists.
 
-- `NativeStorageTransport`: a storage device on a real block file. Each block sits beside its
-  protection tag; every write is followed by fsync, so what was written survives a crash or a
-  restart of the process. Waits are zero (the real I/O already took its time); busy time is
-  measured.
+- `NativeStorageTransport`: a storage device on a real block file. Each block's data sits beside
+  its fixed-size protection tag (`drivers.storage.TAG_BYTES`), written with one pwrite (a record
+  is whole in the page cache at once, so a crash of the process never tears one); `flush` is
+  fsync, the write barrier (the file system flushes before and after each header it writes), so
+  what was flushed survives a power cut and a restart of the process. The file starts with a
+  header (magic, block_bytes, blocks, CRC32C of those) and ends with a copy of it; opening
+  uses whichever copy is valid and rewrites the other. A file whose headers are both invalid is
+  formatted only when it is blank (empty or all zeros); otherwise opening refuses with an
+  OSError and leaves every byte as it was, for recovery. Waits are zero (the real I/O already
+  took its time); busy time is measured.
 - `NativeGpuTransport`: a CUDA GPU through CuPy or PyTorch. Probing fails with ENODEV and the
   reason when neither is installed or no CUDA device is present (there is none on our machines).
 
@@ -19,46 +25,127 @@ import time
 from pathlib import Path
 from typing import Any
 
+import crc32c
 import numpy as np
 
 from drivers.errors import device_error
+from drivers.storage import TAG_BYTES
 from drivers.transport import Transport
 from sim_hw.compute_kernels import KERNELS, KernelError, operation_count, run_kernel
 from sim_hw.device_ops import OpError, check_args
 from sim_hw.hardware import OpResult
 
-_MAGIC = b"ORBITOS-BLOCKFILE-1\n"
-_HEADER = struct.Struct(">20sII")  # magic, block_bytes, blocks
-HEADER_BYTES = 4096
-TAG_SLOT_BYTES = 72  # 1 length byte + up to 64 tag bytes, padded
+_MAGIC = b"ORBITOS-BLOCKFILE-2\n"
+_HEADER = struct.Struct(">20sIII")  # magic, block_bytes, blocks, CRC32C of the three
+HEADER_BYTES = 4096  # the header's region at the start; its copy fills the last HEADER_BYTES
+MIN_BLOCK_BYTES = 16
+MAX_BLOCK_BYTES = 1 << 24
+_BLANK_SCAN_BYTES = 1 << 20
+
+
+def pack_header(block_bytes: int, blocks: int) -> bytes:
+    """The block-file header (one copy), padded to HEADER_BYTES."""
+    body = struct.pack(">20sII", _MAGIC, block_bytes, blocks)
+    return (body + struct.pack(">I", crc32c.crc32c(body))).ljust(HEADER_BYTES, b"\0")
+
+
+def file_bytes(block_bytes: int, blocks: int) -> int:
+    """Size of a block file: header, block records, header copy."""
+    return 2 * HEADER_BYTES + blocks * (block_bytes + TAG_BYTES)
+
+
+def parse_header(raw: bytes) -> tuple[int, int] | str:
+    """(block_bytes, blocks) of a valid header copy, or what is wrong with it."""
+    if len(raw) < _HEADER.size:
+        return "missing (file too short)"
+    magic, block_bytes, blocks, stored = _HEADER.unpack(raw[:_HEADER.size])
+    if magic != _MAGIC:
+        return "no orbitos block-file magic"
+    if crc32c.crc32c(raw[:_HEADER.size - 4]) != stored:
+        return "header CRC32C mismatch"
+    if not MIN_BLOCK_BYTES <= block_bytes <= MAX_BLOCK_BYTES or blocks < 1:
+        return f"impossible geometry ({blocks} blocks of {block_bytes} B)"
+    return block_bytes, blocks
 
 
 class NativeStorageTransport(Transport):
-    """storage0 on a block file at `path`, created with `blocks` blocks if it does not exist."""
+    """storage0 on a block file at `path`, created with `blocks` blocks if it does not exist or
+    is blank. `notes` says what opening found and repaired (a damaged header copy)."""
 
     def __init__(self, path: str | Path, block_bytes: int = 4096, blocks: int = 65_536,
                  device: str = "storage0") -> None:
-        """Raises OSError(EINVAL) when an existing file is not a block file of this geometry."""
+        """Raises OSError(EINVAL) when the file is not an orbitos block file and not blank, EIO
+        when both header copies are damaged or the file is shorter than its header says (in
+        both cases nothing is written: the data stays for recovery), EINVAL for a bad geometry
+        asked of a new file."""
         self.path = Path(path)
         self.device = device
         self.name = f"native:storage:{self.path}"
+        self.notes: list[str] = []
         self._lock = threading.Lock()
-        fresh = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fresh or os.fstat(self._fd).st_size == 0:
-            header = _HEADER.pack(_MAGIC, block_bytes, blocks).ljust(HEADER_BYTES, b"\0")
-            os.pwrite(self._fd, header, 0)
-            os.ftruncate(self._fd, HEADER_BYTES + blocks * (block_bytes + TAG_SLOT_BYTES))
-            os.fsync(self._fd)
-        magic, self.block_bytes, self.blocks = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))
-        if magic != _MAGIC:
+        try:
+            self.block_bytes, self.blocks = self._open_or_format(block_bytes, blocks)
+        except BaseException:
             os.close(self._fd)
-            raise OSError(errno.EINVAL, f"{self.path} is not an orbitos block file")
+            self._fd = -1
+            raise
+        self._stride = self.block_bytes + TAG_BYTES
 
-    def _offset(self, block: int) -> int:
+    def _open_or_format(self, block_bytes: int, blocks: int) -> tuple[int, int]:
+        size = os.fstat(self._fd).st_size
+        primary = parse_header(os.pread(self._fd, HEADER_BYTES, 0))
+        backup: tuple[int, int] | str = "missing (file too short)"
+        if isinstance(primary, tuple) and size >= file_bytes(*primary):
+            backup = parse_header(os.pread(self._fd, HEADER_BYTES, file_bytes(*primary) - HEADER_BYTES))
+        elif size >= 2 * HEADER_BYTES:
+            backup = parse_header(os.pread(self._fd, HEADER_BYTES, size - HEADER_BYTES))
+        if isinstance(primary, tuple) or isinstance(backup, tuple):
+            geometry = primary if isinstance(primary, tuple) else backup
+            assert isinstance(geometry, tuple)
+            if size < file_bytes(*geometry):
+                raise OSError(errno.EIO, f"{self.path}: truncated block file ({size} bytes; its header "
+                                         f"says {file_bytes(*geometry)}): not opened, kept for recovery")
+            if isinstance(primary, tuple) and isinstance(backup, tuple) and primary != backup:
+                raise OSError(errno.EIO, f"{self.path}: the two block-file headers disagree ({primary} "
+                                         f"and {backup}): not opened, kept for recovery")
+            header = pack_header(*geometry)
+            if not isinstance(primary, tuple):
+                os.pwrite(self._fd, header, 0)
+                self.notes.append(f"block-file header damaged ({primary}): restored from its copy")
+            if not isinstance(backup, tuple):
+                os.pwrite(self._fd, header, file_bytes(*geometry) - HEADER_BYTES)
+                self.notes.append(f"block-file header copy damaged ({backup}): rewritten")
+            if self.notes:
+                os.fsync(self._fd)
+            return geometry
+        if not self._blank(size):
+            errno_ = errno.EINVAL if "magic" in primary and "magic" in backup else errno.EIO
+            raise OSError(errno_, f"{self.path} is not an orbitos block file we can read (header: "
+                                  f"{primary}; copy: {backup}) and it is not blank: refusing to format it, "
+                                  "the data is kept for recovery")
+        if not MIN_BLOCK_BYTES <= block_bytes <= MAX_BLOCK_BYTES or blocks < 1:
+            raise OSError(errno.EINVAL, f"{self.path}: cannot make {blocks} blocks of {block_bytes} B")
+        header = pack_header(block_bytes, blocks)
+        os.ftruncate(self._fd, file_bytes(block_bytes, blocks))
+        os.pwrite(self._fd, header, 0)
+        os.pwrite(self._fd, header, file_bytes(block_bytes, blocks) - HEADER_BYTES)
+        os.fsync(self._fd)
+        return block_bytes, blocks
+
+    def _blank(self, size: int) -> bool:
+        """True when the file holds nothing but zeros (a new or wiped device)."""
+        for offset in range(0, size, _BLANK_SCAN_BYTES):
+            chunk = os.pread(self._fd, _BLANK_SCAN_BYTES, offset)
+            if chunk.count(0) != len(chunk):
+                return False
+        return True
+
+    def record_offset(self, block: int) -> int:
+        """Where a block's record (data, then tag) starts in the file."""
         if block >= self.blocks:
             raise OpError("ENOSPC", f"{self.device}: block {block} is past the end ({self.blocks} blocks)")
-        return HEADER_BYTES + block * (self.block_bytes + TAG_SLOT_BYTES)
+        return HEADER_BYTES + block * self._stride
 
     def call(self, device: str, op: str, args: dict[str, Any], t: float) -> OpResult:
         started = time.perf_counter()
@@ -67,6 +154,8 @@ class NativeStorageTransport(Transport):
                 raise OpError("ENODEV", f"no device {device!r} on {self.name}")
             args = check_args("storage", op, args)
             with self._lock:
+                if self._fd < 0:
+                    raise OpError("EBADF", f"{self.name} is closed")
                 value = self._do(op, args)
         except OpError as exc:
             raise device_error(exc.code, exc.message) from None
@@ -74,7 +163,8 @@ class NativeStorageTransport(Transport):
 
     def _do(self, op: str, args: dict[str, Any]) -> Any:
         if op == "probe":
-            return {"device": self.device, "kind": "storage", "backend": "native", "path": str(self.path)}
+            return {"device": self.device, "kind": "storage", "backend": "native", "path": str(self.path),
+                    "notes": list(self.notes)}
         if op == "status":
             return {"state": "idle", "power_w": 0.0}
         if op == "info":
@@ -83,25 +173,24 @@ class NativeStorageTransport(Transport):
         if op == "flush":
             os.fsync(self._fd)
             return {}
-        offset = self._offset(args["block"])
+        offset = self.record_offset(args["block"])
         if op == "read_block":
-            record = os.pread(self._fd, self.block_bytes + TAG_SLOT_BYTES, offset)
-            data = record[:self.block_bytes]
-            length = record[self.block_bytes]
-            return {"data": data, "tag": record[self.block_bytes + 1:self.block_bytes + 1 + length]}
+            record = os.pread(self._fd, self._stride, offset)
+            return {"data": record[:self.block_bytes], "tag": record[self.block_bytes:]}
         if op == "write_block":
             if len(args["data"]) != self.block_bytes:
                 raise OpError("EINVAL", f"{self.device}.write_block: a block is {self.block_bytes} "
                                         f"bytes, got {len(args['data'])}")
-            tag = args["tag"]
-            record = args["data"] + bytes([len(tag)]) + tag.ljust(TAG_SLOT_BYTES - 1, b"\0")
-            os.pwrite(self._fd, record, offset)
-            os.fsync(self._fd)
+            if len(args["tag"]) > TAG_BYTES:
+                raise OpError("EINVAL", f"{self.device}.write_block: a tag is at most {TAG_BYTES} bytes, "
+                                        f"got {len(args['tag'])}")
+            os.pwrite(self._fd, args["data"] + args["tag"].ljust(TAG_BYTES, b"\0"), offset)
             return {}
         if op == "inject_bit_flip":
             bit = args["bit"]
-            if bit >= self.block_bytes * 8:
-                raise OpError("EINVAL", f"{self.device}.inject_bit_flip: bit {bit} is past the block")
+            if bit >= self._stride * 8:
+                raise OpError("EINVAL", f"{self.device}.inject_bit_flip: bit {bit} is past the block "
+                                        "and its tag")
             position = offset + bit // 8
             byte = os.pread(self._fd, 1, position)[0] ^ (1 << (bit % 8))
             os.pwrite(self._fd, bytes([byte]), position)

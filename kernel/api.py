@@ -391,7 +391,8 @@ class Sys:
 
     @syscall
     def mkdir(self, path: Any) -> None:
-        self._fs().mkdir(self._check_path(path, "create"), self._process.name, parents=True)
+        self._fs().mkdir(self._check_path(path, "create"), self._process.name, parents=True,
+                         quota_bytes=self._process.manifest.limits.storage_quota_bytes)
 
     @syscall
     def unlink(self, path: Any) -> None:

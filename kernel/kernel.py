@@ -183,6 +183,9 @@ class Kernel:
         elif report.recovered:
             self.events.emit("FS_RECOVERED", "warning", "fs", "recovered after an unclean stop: "
                              + "; ".join(report.notes), generation=report.generation)
+        if report.damaged:
+            self.events.emit("FS_REPAIRED", "warning", "fs", "damaged metadata copy not used: "
+                             + "; ".join(report.damaged), generation=report.generation)
         self.events.emit("FS_MOUNTED", "info", "fs", f"{report.files} files, generation "
                          f"{report.generation}", files=report.files)
         for directory in ("/apps", "/images", "/data"):

@@ -6,8 +6,11 @@ multiplied by `saa_factor` while the satellite crosses the South Atlantic Anomal
 function comes from `sim_hw.faults.SaaExposure`). Upsets of a block are a Poisson process drawn
 from a stream seeded by (seed, block, write generation), so what a read returns depends only on
 the seed and the times, never on how often the block was read. Flips persist until the block is
-rewritten. Detecting them (CRC32C per block) is the driver's job; the model returns the raw bits.
-Explicitly scheduled flips (`FaultSchedule` events of kind "bit_flip") are applied as well.
+rewritten. A block's protection tag (kept beside its data, as NVMe protection information) is
+stored bits too: upsets and injected flips hit the data and the tag alike (bit numbers past the
+data's are the tag's). Detecting them (the driver's sealed tag per block) is the driver's job;
+the model returns the raw bits. Explicitly scheduled flips (`FaultSchedule` events of kind
+"bit_flip") are applied as well.
 """
 from __future__ import annotations
 
@@ -44,16 +47,17 @@ class StorageSpec:
 
 
 class _StoredBlock:
-    __slots__ = ("data", "tag", "written_at", "generation", "rng", "next_exposure", "flips",
-                 "scheduled_done")
+    __slots__ = ("data", "tag", "written_at", "generation", "rng", "next_exposure", "mean_gap_days",
+                 "flips", "scheduled_done")
 
-    def __init__(self, data: bytes, written_at: float, generation: int, rng: np.random.Generator,
-                 mean_gap_days: float) -> None:
+    def __init__(self, data: bytes, tag: bytes, written_at: float, generation: int,
+                 rng: np.random.Generator, mean_gap_days: float) -> None:
         self.data = bytearray(data)
-        self.tag = b""
+        self.tag = bytearray(tag)
         self.written_at = written_at
         self.generation = generation
         self.rng = rng
+        self.mean_gap_days = mean_gap_days
         self.next_exposure = rng.exponential(mean_gap_days) if np.isfinite(mean_gap_days) else np.inf
         self.flips = 0
         self.scheduled_done = 0
@@ -68,9 +72,6 @@ class StorageModel:
         self.exposure_days = exposure_days or plain_exposure_days
         self._blocks: dict[int, _StoredBlock] = {}
         self._generations: dict[int, int] = {}
-        bits = spec.block_bytes * 8
-        rate = spec.upset_rate_per_bit_day * bits
-        self._mean_gap_days = 1.0 / rate if rate > 0 else np.inf
         self._scheduled: dict[int, list[tuple[float, int]]] = {}
         for t, block, bit in sorted(scheduled_flips):
             self._scheduled.setdefault(int(block), []).append((float(t), int(bit)))
@@ -106,8 +107,9 @@ class StorageModel:
         generation = self._generations.get(index, 0) + 1
         self._generations[index] = generation
         rng = np.random.default_rng([self.seed, index, generation])
-        stored = _StoredBlock(bytes(data), float(t), generation, rng, self._mean_gap_days)
-        stored.tag = bytes(tag)
+        rate = self.spec.upset_rate_per_bit_day * (len(data) + len(tag)) * 8
+        stored = _StoredBlock(bytes(data), bytes(tag), float(t), generation, rng,
+                              1.0 / rate if rate > 0 else np.inf)
         # Scheduled flips before this write hit the old contents, not these.
         stored.scheduled_done = sum(1 for when, _ in self._scheduled.get(index, ()) if when <= t)
         self._blocks[index] = stored
@@ -129,20 +131,22 @@ class StorageModel:
     def tag(self, index: int) -> bytes:
         """The protection tag written with a block (empty if never written)."""
         stored = self._blocks.get(self._index(index))
-        return b"" if stored is None else stored.tag
+        return b"" if stored is None else bytes(stored.tag)
 
     def inject_flip(self, index: int, bit: int) -> None:
-        """Flip one stored bit now (a test's or a fault script's upset).
+        """Flip one stored bit now (a test's or a fault script's upset); bits from
+        block_bytes * 8 on are the protection tag's.
 
-        Raises DeviceModelError for a bad index, a bit past the block, or a block never written.
+        Raises DeviceModelError for a bad index, a bit past the record, or a block never written.
         """
         self._index(index)
         check_count("bit", bit)
-        if bit >= self.spec.block_bytes * 8:
-            raise DeviceModelError(f"bit {bit} is past the end of a {self.spec.block_bytes}-byte block")
         stored = self._blocks.get(index)
         if stored is None:
             raise DeviceModelError(f"block {index} holds no data to flip")
+        if bit >= (len(stored.data) + len(stored.tag)) * 8:
+            raise DeviceModelError(f"bit {bit} is past the end of a {self.spec.block_bytes}-byte block "
+                                   f"and its {len(stored.tag)}-byte tag")
         self._flip(stored, bit)
 
     def flips_in_block(self, index: int) -> int:
@@ -150,16 +154,20 @@ class StorageModel:
         return 0 if stored is None else stored.flips
 
     def _flip(self, stored: _StoredBlock, bit: int) -> None:
-        stored.data[bit // 8] ^= 1 << (bit % 8)
+        byte = bit // 8
+        if byte < len(stored.data):
+            stored.data[byte] ^= 1 << (bit % 8)
+        else:
+            stored.tag[byte - len(stored.data)] ^= 1 << (bit % 8)
         stored.flips += 1
         self.total_flips += 1
 
     def _apply_upsets(self, index: int, stored: _StoredBlock, t: float) -> None:
         exposure = self.exposure_days(stored.written_at, t)
-        bits = self.spec.block_bytes * 8
+        bits = (len(stored.data) + len(stored.tag)) * 8
         while stored.next_exposure <= exposure:
             self._flip(stored, int(stored.rng.integers(bits)))
-            stored.next_exposure += stored.rng.exponential(self._mean_gap_days)
+            stored.next_exposure += stored.rng.exponential(stored.mean_gap_days)
         scheduled = self._scheduled.get(index, ())
         while stored.scheduled_done < len(scheduled) and scheduled[stored.scheduled_done][0] <= t:
             self._flip(stored, scheduled[stored.scheduled_done][1] % bits)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from drivers.device_tree import DeviceTree
-from drivers.native import HEADER_BYTES, TAG_SLOT_BYTES, NativeGpuTransport, NativeStorageTransport, cuda_array_module
-from drivers.storage import StorageDriver
+from drivers.native import HEADER_BYTES, NativeGpuTransport, NativeStorageTransport, cuda_array_module
+from drivers.storage import TAG_BYTES, StorageDriver
 from sim_hw.clock import VirtualClock
 from sim_hw.profile import load_profile
 
@@ -50,7 +50,7 @@ def test_native_storage_detects_corruption_on_disk(tmp_path):
     driver.write_block(3, b"\xaa" * 4096)
     driver.transport.close()
     with open(image, "r+b") as disk:  # a bit rots on the medium
-        disk.seek(HEADER_BYTES + 3 * (4096 + TAG_SLOT_BYTES) + 100)
+        disk.seek(HEADER_BYTES + 3 * (4096 + TAG_BYTES) + 100)
         byte = disk.read(1)[0]
         disk.seek(-1, 1)
         disk.write(bytes([byte ^ 0x10]))

@@ -35,7 +35,7 @@ def storage(hardware, clock, writes=None):
     return driver.open()
 
 
-@pytest.mark.parametrize("cut_after", [0, 1, 2, 3])
+@pytest.mark.parametrize("cut_after", [0, 1, 2, 3, 4, 5])
 def test_an_unclean_stop_leaves_the_old_or_the_new_never_a_mix(cut_after):
     hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
     clock = VirtualClock(T0)
@@ -47,12 +47,16 @@ def test_an_unclean_stop_leaves_the_old_or_the_new_never_a_mix(cut_after):
         cut.mount()
         with pytest.raises(OSError):
             cut.write_file("/config.txt", b"version 2" * 500, "app", None)
+        assert cut.read_file("/config.txt") == b"version 1" * 500  # memory unchanged by the failure
         again = FileSystem(storage(hardware, clock), clock.now)
         report = again.mount()
-        assert again.read_file("/config.txt") == b"version 1" * 500
-        # Writes: two data blocks, the index block, then the header. Cut after the index block,
-        # the new slot holds a stale header over new bytes: detected, and the old slot is used.
-        assert report.recovered == (cut_after == 3)
+        # Writes: two data blocks, copy 1's index block and header, copy 2's index block and
+        # header. Cut before copy 1's header: its slot holds a stale header over new bytes
+        # (half-written), the old generation is used. Cut after it: copy 1 holds the whole new
+        # generation (never acknowledged, but whole), copy 2 the old one: the new one is used.
+        expected = b"version 1" * 500 if cut_after <= 3 else b"version 2" * 500
+        assert again.read_file("/config.txt") == expected
+        assert report.recovered == (cut_after >= 3) and not report.damaged and not report.formatted
         again.write_file("/config.txt", b"version 3", "app", None)
         assert FileSystem(storage(hardware, clock), clock.now).mount().files == 1
 
