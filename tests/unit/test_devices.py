@@ -62,12 +62,15 @@ def test_laser_terminal_acquires_before_data():
                              power_w=40.0, idle_power_w=5.0)
     terminal = LaserTerminalModel(spec)
     assert terminal.status(0.0).state == "idle" and terminal.power_w(0.0) == 5.0
-    assert terminal.point("TB02", 100.0) == DeviceCost(15.0, 40.0)
-    assert terminal.status(110.0).state == "acquiring"
+    terminal.point("TB02", 100.0)
+    assert terminal.status(110.0).state == "acquiring" and terminal.status(110.0).data_from_utc_s == 115.0
+    assert terminal.power_w(110.0) == 40.0  # full draw while pointed: a standing load, not a price
+    assert terminal.price("point", {"peer": "TB02"}) is None
     with pytest.raises(DeviceModelError, match="acquiring"):
         terminal.transmit_cost(1000, 110.0)
     assert terminal.status(115.0).state == "linked"
     assert terminal.transmit_cost(12_500_000, 120.0).duration_s == pytest.approx(1e-3)  # 100 Mbit
+    assert terminal.price("send", {"data": bytes(12_500_000)}) == terminal.transmit_cost(12_500_000, 120.0)
 
 
 SMALL_STORE = StorageSpec(capacity_bytes=4096 * 64, read_bytes_per_s=1e9, write_bytes_per_s=5e8,
