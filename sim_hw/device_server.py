@@ -45,6 +45,8 @@ MESSAGE_TYPES = ("hello", "ping", "call")
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_FRAME_TIMEOUT_S = 10.0
 DEFAULT_IDLE_TIMEOUT_S = 600.0
+LINGER_S = 1.0  # after a last answer, how long a closing connection reads what is still coming
+LINGER_BYTES = 1 << 20
 
 
 def error_reply(request_id: int, code: str, message: str) -> dict[str, Any]:
@@ -139,7 +141,7 @@ class DeviceServer:
             sock.settimeout(0.0)
             sock.send(encode(error_reply(0, "EAGAIN", f"device server busy: {self.max_connections} "
                                                       "connections open, its limit; try again later")))
-            sock.shutdown(socket.SHUT_WR)
+            _linger(sock, 0.0)
         except OSError:
             pass  # the peer is gone or not reading: it is refused all the same
 
@@ -165,6 +167,7 @@ class DeviceServer:
                     self._count("oversized_frames")
                     self._send(sock, error_reply(0, "EMSGSIZE", f"frame announces {length} bytes; "
                                                  f"the limit is {self.max_frame_bytes}"))
+                    _linger(sock, LINGER_S)
                     return
                 body = recv_exact(sock, length, deadline_s) if length else b""
                 self._send(sock, self._answer(body))
@@ -229,3 +232,20 @@ class DeviceServer:
         return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result.value,
                 "wait_s": result.wait_s, "busy_s": result.busy_s, "power_w": result.power_w}
 
+
+def _linger(sock: socket.socket, seconds: float) -> None:
+    """Close our side after a last answer so that the peer reads it: send FIN, then read and drop
+    what the peer is still sending (for at most `seconds` and `LINGER_BYTES`). Closing a socket
+    with unread input makes the kernel send a reset, which can destroy the answer in flight."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline_s = time.monotonic() + seconds
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            sock.settimeout(max(0.0, deadline_s - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except OSError:
+        return  # timed out, would block, or the peer is gone: close now
