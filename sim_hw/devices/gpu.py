@@ -59,7 +59,7 @@ class GpuModel:
         """Reserve device memory; returns a handle. Raises DeviceModelError when it does not fit."""
         check_count("nbytes", nbytes, 1)
         if nbytes > self.free_bytes:
-            raise DeviceModelError(f"out of device memory: asked {nbytes} B, {self.free_bytes} B free "
+            raise DeviceModelError(f"out of device memory: asked {brief_repr(nbytes)} B, {self.free_bytes} B free "
                                    f"of {self.spec.memory_bytes} B")
         handle = next(self._handles)
         self._allocations[handle] = nbytes
