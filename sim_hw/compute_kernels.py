@@ -9,12 +9,13 @@ before it starts. The plan also holds every request to the request limits, befor
 - `MAX_OUTPUT_BYTES` (32 MiB): the output a kernel (or an imager capture) may produce;
 - `MAX_OPERATIONS` (1e10): the operations one run may do in float32/float64, which numpy hands
   to BLAS (~60 GFLOP/s on two cores: well under a second);
-- `MAX_SLOW_OPERATIONS` (5e8): the same for dot products in dtypes numpy has no BLAS for
-  (integers at ~2.5 GOP/s, float16 at ~0.5 GOP/s: about a second at worst).
+- `MAX_SLOW_OPERATIONS` (1e9): the same for work numpy cannot hand to BLAS as matrix products:
+  matmul in other dtypes (integers at ~2.5 GOP/s, float16 at ~0.5 GOP/s) and every conv2d (one
+  output channel: matrix-vector products, 0.4 to 3.5 GOP/s): under three seconds at worst.
 Larger jobs are split by the caller.
 
 Every computation keeps its temporaries within a small multiple of its inputs and output
-(`conv2d` contracts bounded chunks of windows, never the whole im2col matrix).
+(`conv2d` never builds the im2col matrix).
 
 | kernel | inputs | params | output | operations |
 |---|---|---|---|---|
@@ -38,9 +39,8 @@ from numpy.typing import NDArray
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 MAX_OPERATIONS = 1e10
-MAX_SLOW_OPERATIONS = 5e8
+MAX_SLOW_OPERATIONS = 1e9
 _BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_CHUNK_ELEMENTS = 1 << 21  # conv2d contracts at most this many window elements at a time
 
 
 class KernelError(ValueError):
@@ -139,28 +139,34 @@ def _plan_conv2d(inputs: dict[str, Any], params: dict[str, Any]) -> KernelPlan:
     channels, height, width = image.shape
     kh, kw = kernel.shape[1:]
     out_h, out_w = height - kh + 1, width - kw + 1
-    dtype = np.result_type(image, kernel)
-    return KernelPlan("conv2d", (out_h, out_w), dtype, 2.0 * channels * out_h * out_w * kh * kw,
-                      _dot_limit(dtype))
+    return KernelPlan("conv2d", (out_h, out_w), np.result_type(image, kernel),
+                      2.0 * channels * out_h * out_w * kh * kw, MAX_SLOW_OPERATIONS)
 
 
 def conv2d(inputs: dict[str, Any], params: dict[str, Any]) -> NDArray:
-    """'valid' correlation, contracted in chunks of output pixels so that the copy of the windows
-    never exceeds `_CHUNK_ELEMENTS` (plus one window when a single window is larger)."""
+    """'valid' correlation in memory of the order of the output (never the im2col matrix), in as
+    few numpy calls as the shapes allow: one matrix-vector product of a row of windows per channel
+    and kernel row (or column), C min(kh, kw) calls; or, with many channels, one channel
+    contraction per kernel tap, kh kw calls."""
     image, kernel = _conv_operands(inputs)
     channels, height, width = image.shape
     kh, kw = kernel.shape[1:]
-    out_h, out_w = height - kh + 1, width - kw + 1
-    windows = np.lib.stride_tricks.sliding_window_view(image, (kh, kw), axis=(1, 2))
-    output = np.empty((out_h, out_w), dtype=np.result_type(image, kernel))
-    pixels_per_chunk = max(1, _CHUNK_ELEMENTS // (channels * kh * kw))
-    rows = max(1, pixels_per_chunk // out_w)
-    columns = min(out_w, pixels_per_chunk)
-    for row in range(0, out_h, rows):
-        for column in range(0, out_w, columns):
-            chunk = windows[:, row:row + rows, column:column + columns]
-            output[row:row + rows, column:column + columns] = np.tensordot(
-                chunk, kernel, axes=([0, 3, 4], [0, 1, 2]))
+    output = np.zeros((height - kh + 1, width - kw + 1), dtype=np.result_type(image, kernel))
+    if channels * min(kh, kw) <= kh * kw:
+        if kh > kw:  # run along the shorter kernel side: correlate the transposed problem
+            image, kernel, target = image.transpose(0, 2, 1), kernel.transpose(0, 2, 1), output.T
+        else:
+            target = output
+        rows, length = kernel.shape[1:]
+        for c in range(channels):
+            windows = np.lib.stride_tricks.sliding_window_view(image[c], length, axis=1)
+            for i in range(rows):
+                target += windows[i:i + target.shape[0]] @ kernel[c, i]
+        return output
+    out_h, out_w = output.shape
+    for i in range(kh):
+        for j in range(kw):
+            output += np.tensordot(kernel[:, i, j], image[:, i:i + out_h, j:j + out_w], axes=(0, 0))
     return output
 
 

@@ -18,6 +18,7 @@ past the limit (the stream cannot be resynchronised after it: close the connecti
 """
 from __future__ import annotations
 
+import math
 import socket
 import struct
 import time
@@ -71,7 +72,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if dtype.kind not in _ARRAY_KINDS or not isinstance(shape, list) \
             or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise FrameError(f"malformed array: dtype {dtype_str!r}, shape {shape!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: numpy's int64 product could wrap
     if not isinstance(raw, bytes) or len(raw) != expected:
         raise FrameError(f"malformed array: {len(raw) if isinstance(raw, bytes) else '?'} bytes "
                          f"for shape {shape} of {dtype_str}")

@@ -248,7 +248,7 @@ def test_oversized_kernels_are_refused_before_any_work_and_others_are_served():
         assert error.value.errno == errno.ENOMEM
         assert f"output of {8192 * 8192 * 4} B is over the limit of {MAX_OUTPUT_BYTES} B" in str(error.value)
         # Integer dot products (no BLAS in numpy) have their own, lower, limit.
-        n = 800
+        n = 900
         ints = np.ones((n, n), dtype=np.int64)
         with pytest.raises(OSError) as error:
             transport.call("gpu0", "run", {"kernel": "matmul", "inputs": {"a": ints, "b": ints}}, T0 + 1.0)
