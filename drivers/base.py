@@ -6,7 +6,7 @@
     read(...), write(data, ...)   the class's natural data path (storage blocks, laser frames...)
     status()           state and current draw, open or not
     power_w()          the device's current draw (W)
-    estimate(op, **)   what an operation will cost (DeviceCost, or None for unmetered work),
+    estimate(op, args) what an operation will cost (DeviceCost, or None for unmetered work),
                        before it runs: the declared energy the power governor admits
 
 Every operation: arguments are checked against the catalogue of `sim_hw.device_ops` before

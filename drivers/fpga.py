@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver
+from sim_hw.devices.cost import DeviceModelError
 from sim_hw.devices.fpga import Bitstream
 
 
@@ -31,9 +32,8 @@ class FpgaDriver(Driver):
         loaded = self._call("info", {}).get("loaded")
         for slot in range(len(self.model.slots)):
             entry = loaded[slot] if isinstance(loaded, list) and slot < len(loaded) else None
-            if isinstance(entry, dict) and isinstance(entry.get("size_bytes"), int):
-                self.model.load(slot, Bitstream(str(entry.get("name")), entry["size_bytes"],
-                                                str(entry.get("kernel"))))
+            if isinstance(entry, dict):
+                self._mirror_load(slot, entry.get("name"), entry.get("size_bytes"), entry.get("kernel"))
             else:
                 self.model.unload(slot)
 
@@ -42,10 +42,22 @@ class FpgaDriver(Driver):
             return
         if op == "load":
             manifest = args["manifest"]
-            self.model.load(args["slot"], Bitstream(manifest["name"], len(args["bitstream"]),
-                                                    manifest["kernel"]))
+            self._mirror_load(args["slot"], manifest["name"], len(args["bitstream"]), manifest["kernel"])
         elif op == "unload":
-            self.model.unload(args["slot"])
+            self._mirror_load(args["slot"], None, None, None)
+
+    def _mirror_load(self, slot: int, name: Any, size_bytes: Any, kernel: Any) -> None:
+        """Put what the device holds in a slot into the model. A slot the model cannot hold (a
+        board that breaks its profile, with a bitstream larger than the profile allows) is left
+        empty: an estimate of a run there is refused (EINVAL) as for an empty slot."""
+        try:
+            if name is None:
+                self.model.unload(slot)
+            else:
+                self.model.load(slot, Bitstream(str(name), size_bytes, str(kernel)))
+        except DeviceModelError:
+            if 0 <= slot < len(self.model.slots):
+                self.model.unload(slot)
 
     def load(self, slot: int, manifest: dict[str, Any], bitstream: bytes) -> None:
         """Reconfigure a slot (waits the reconfiguration time). Raises EINVAL when the manifest
