@@ -182,3 +182,43 @@ def test_estimates_refuse_what_the_device_would_refuse(tree):
         tree["imager0"].estimate("capture", {"pixels": 4096})
     assert error.value.errno == errno.ENOMEM
     assert tree["eps0"].estimate("status", {}) is None
+
+
+def test_the_governor_is_asked_for_the_energy_an_app_s_fpga_run_then_costs(tmp_path):
+    """End to end through the syscall API: the energy the kernel asks the power governor to admit
+    (the driver's estimate) is the energy the FPGA then charges. The old estimate asked for 85x
+    too little for this run."""
+    from tests.unit.kernel.harness import Signer, make_kernel, run_script
+
+    signer = Signer(tmp_path)
+    kernel = make_kernel(signer)
+    with kernel.clock.participant():
+        kernel.boot()
+        try:
+            asked_wh = []
+            admit = kernel.governor.admit
+
+            def recording_admit(t, energy_wh, load_w, spend_wh):
+                asked_wh.append(spend_wh)
+                return admit(t, energy_wh, load_w, spend_wh)
+
+            kernel.governor.admit = recording_admit
+            fpga = kernel.tree["fpga0"]
+            energy_before = fpga.counters["energy_j"]
+            result, values = run_script(kernel, signer, """
+                import hashlib
+                import numpy as np
+                fd = sys.open("/dev/fpga0")
+                bits = b"\\x5a" * 8192
+                manifest = {"name": "mm", "kernel": "matmul", "size_bytes": len(bits),
+                            "sha256": hashlib.sha256(bits).hexdigest()}
+                check(sys.ioctl, fd, "load", slot=0, manifest=manifest, bitstream=bits)
+                a = np.ones((256, 256), dtype=np.float32)
+                check(sys.ioctl, fd, "run", slot=0, inputs={"a": a, "b": a})
+            """, capabilities={"devices": ["fpga0"]})
+            assert result["exit_code"] == 0 and values == ["ok", "ok"], (result, values)
+            charged_j = fpga.counters["energy_j"] - energy_before
+            assert len(asked_wh) == 2 and charged_j > 0
+            assert sum(asked_wh) * 3600.0 == pytest.approx(charged_j, rel=1e-9)
+        finally:
+            kernel.shutdown()
