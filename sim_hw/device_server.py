@@ -8,7 +8,8 @@ parse, and never lets one client's bad input affect another:
   the connection stays open (the length prefix kept the stream in step);
 - an announced length over the limit: an error answer (EMSGSIZE), then the connection is closed
   (the stream cannot be resynchronised). Below the limit, memory is taken only as bytes arrive
-  (`wire.recv_exact`): an announcement costs nothing until its bytes are sent;
+  (`wire.recv_exact`: at most twice what arrived): an announcement costs 256 KiB until its bytes
+  are sent;
 - an unknown protocol version: an error answer (EPROTONOSUPPORT);
 - a frame not complete `frame_timeout_s` after its first byte (a client that sends part of a
   frame and stalls, or drips it a byte at a time), or silence between frames for

@@ -5,9 +5,9 @@ numpy arrays travel as msgpack extension type 1 whose payload is msgpack `[dtype
 (C order, dtype as numpy's `str`, e.g. "<f4"); only plain numeric and boolean dtypes are accepted.
 Full protocol (messages, errors, limits): `docs/hil-protocol.md`.
 
-Reading is bounded by what really arrives: a frame body is read in chunks of at most
-`RECV_CHUNK_BYTES` into a buffer that grows with the bytes received, so a 4-byte header that
-announces 64 MiB costs nothing until 64 MiB are sent. A reader may give a whole frame a deadline
+Reading is bounded by what really arrives: a frame body is read into a buffer that starts at
+`RECV_CHUNK_BYTES` and doubles only as the bytes received fill it, so a 4-byte header that
+announces 64 MiB costs 256 KiB until more is sent. A reader may give a whole frame a deadline
 (`deadline_s`, a `time.monotonic()` instant): a peer that sends part of a frame and stalls, or
 drips it byte by byte, is cut off when the deadline passes, however often bytes arrive.
 
@@ -103,30 +103,34 @@ def decode_body(body: bytes | bytearray) -> dict[str, Any]:
 def recv_exact(sock: socket.socket, n: int, deadline_s: float | None = None) -> bytearray | None:
     """n bytes, or None if the peer closed before the first byte.
 
-    Reads at most `RECV_CHUNK_BYTES` at a time into a buffer that grows only as bytes arrive.
-    With `deadline_s` (a `time.monotonic()` instant) the whole read must end by then; without it
-    each receive waits as long as the socket's own timeout. Raises FrameError when the peer
-    closes in the middle, FrameTimeout when the deadline passes, socket.timeout / OSError from
-    the socket.
+    The buffer starts at `RECV_CHUNK_BYTES` and doubles only when the bytes received fill it: it
+    never holds more than twice what arrived (plus the first chunk). With `deadline_s` (a
+    `time.monotonic()` instant) the whole read must end by then; without it each receive waits as
+    long as the socket's own timeout. Raises FrameError when the peer closes in the middle,
+    FrameTimeout when the deadline passes, socket.timeout / OSError from the socket.
     """
-    buffer = bytearray()
-    while len(buffer) < n:
+    buffer = bytearray(min(n, RECV_CHUNK_BYTES))
+    received = 0
+    while received < n:
+        if received == len(buffer):
+            buffer += bytes(min(n, 2 * len(buffer)) - len(buffer))
         if deadline_s is not None:
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
-                raise FrameTimeout(f"frame not complete by its deadline: {len(buffer)} of {n} bytes")
+                raise FrameTimeout(f"frame not complete by its deadline: {received} of {n} bytes")
             sock.settimeout(remaining_s)
         try:
-            chunk = sock.recv(min(RECV_CHUNK_BYTES, n - len(buffer)))
+            with memoryview(buffer) as view:
+                count = sock.recv_into(view[received:])
         except socket.timeout:
             if deadline_s is None:
                 raise
-            raise FrameTimeout(f"frame not complete by its deadline: {len(buffer)} of {n} bytes") from None
-        if not chunk:
-            if not buffer:
+            raise FrameTimeout(f"frame not complete by its deadline: {received} of {n} bytes") from None
+        if count == 0:
+            if received == 0:
                 return None
-            raise FrameError(f"connection closed after {len(buffer)} of {n} bytes")
-        buffer += chunk
+            raise FrameError(f"connection closed after {received} of {n} bytes")
+        received += count
     return buffer
 
 
