@@ -192,7 +192,9 @@ def _plan_threshold(inputs: dict[str, Any], params: dict[str, Any]) -> KernelPla
     x = _array("threshold", "x", inputs.get("x"))
     value = params.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise KernelError(f"threshold: param 'value' must be a number, got {value!r}")
+        raise KernelError(f"threshold: param 'value' must be a number, got {type(value).__name__}")
+    if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 64:
+        raise KernelError("threshold: param 'value' is an integer out of the 64-bit range")
     if not isinstance(params.get("above", True), bool):
         raise KernelError(f"threshold: param 'above' must be true or false, got {params.get('above')!r}")
     return KernelPlan("threshold", x.shape, np.dtype(np.uint8), _elements(x.shape))
