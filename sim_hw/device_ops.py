@@ -196,7 +196,7 @@ def _check_value(where: str, arg: Arg, value: Any) -> Any:
             raise OpError("EINVAL", f"{where} must be {what}, got {measure if sized else brief_repr(value)}"
                                     f"{unit if sized else ''}")
         if arg.maximum is not None and measure > arg.maximum:
-            raise OpError("EINVAL", f"{where} is {measure}{unit}; at most {arg.maximum:g}{unit}")
+            raise OpError("EINVAL", f"{where} is {brief_repr(measure)}{unit}; at most {arg.maximum:g}{unit}")
     return value
 
 

@@ -202,3 +202,13 @@ def test_huge_values_get_a_clear_einval_or_enomem_not_an_internal_error(device, 
     with pytest.raises(OpError) as error:
         hardware.call("gpu0", "status", {}, 10 ** 5000)
     assert error.value.code == "EINVAL" and "finite number" in error.value.message
+
+
+def test_a_huge_integer_over_an_argument_maximum_is_einval():
+    """Found by the hardware.call fuzz: the message printed the 5000-digit value."""
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
+    for device, op, args in (("imager0", "capture", {"pixels": 10 ** 5000}),
+                             ("laser0", "medium_take", {"max_frames": 10 ** 5000})):
+        with pytest.raises(OpError) as error:
+            hardware.call(device, op, args, T0 + 1.0)
+        assert error.value.code == "EINVAL" and "an integer of 16610 bits" in error.value.message
