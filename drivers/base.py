@@ -6,6 +6,8 @@
     read(...), write(data, ...)   the class's natural data path (storage blocks, laser frames...)
     status()           state and current draw, open or not
     power_w()          the device's current draw (W)
+    estimate(op, args) what an operation will cost (DeviceCost, or None for unmetered work),
+                       before it runs: the declared energy the power governor admits
 
 Every operation: arguments are checked against the catalogue of `sim_hw.device_ops` before
 anything leaves (OSError EINVAL naming the argument), the transport carries the call with the
@@ -14,6 +16,12 @@ The driver counts calls, errors, busy time and energy. Every answer is checked b
 used (`drivers.replies`: its timing and the fields of its result): a board that answers NaN, a
 string for a number, a missing field or a wait of 1e12 s gets OSError(EIO) "bad reply from
 <device>: <field> ..." and counts in `counters["bad_replies"]`; nothing of it reaches the caller.
+
+The estimate comes from the device's model built from the profile's spec (`model`, see
+`sim_hw.device_pricing`), whatever the backend: the simulated hardware charges with the same
+model through the same `price_operation`, so for it the estimate is exactly the charge. A
+model with state (the FPGA's slots) is kept in step by the driver from the calls it makes
+(`_after_call`) and from the device at probe.
 
 Errors (all OSError with errno): EINVAL bad arguments or operation, EBADF not open, ENODEV not
 probed or probe failed, EOPNOTSUPP no read/write path for this class, EIO a bad reply, and
@@ -30,16 +38,22 @@ from drivers.replies import BadReply, check_timing, check_value
 from drivers.transport import Transport
 from sim_hw.clock import SimClock
 from sim_hw.device_ops import OpError, check_args
+from sim_hw.device_pricing import DeviceModel, price_operation
+from sim_hw.devices.cost import DeviceCost
 from sim_hw.hardware import OpResult
 
 
 class Driver:
     kind: ClassVar[str] = ""
 
-    def __init__(self, name: str, transport: Transport, clock: SimClock) -> None:
+    def __init__(self, name: str, transport: Transport, clock: SimClock,
+                 model: DeviceModel | None = None) -> None:
+        """`model`: the device's model from the profile (`device_pricing.device_model`), which
+        prices its operations for `estimate`; None declares no cost."""
         self.name = name
         self.transport = transport
         self.clock = clock
+        self.model = model
         self.state = "new"  # new -> up | failed
         self.probe_error: str | None = None
         self.open_count = 0
@@ -68,6 +82,10 @@ class Driver:
 
     def _on_probe(self) -> None:
         """Class hook: learn what the device is (sizes, limits) after a successful probe."""
+
+    def _after_call(self, op: str, args: dict[str, Any]) -> None:
+        """Class hook, under the driver's lock: keep `model` in step with an operation the device
+        has just done."""
 
     def open(self) -> "Driver":
         """Raises ENODEV if the device is not up."""
@@ -112,6 +130,19 @@ class Driver:
     def power_w(self) -> float:
         return float(self.status().get("power_w", 0.0))
 
+    def estimate(self, op: str, args: dict[str, Any]) -> DeviceCost | None:
+        """What `op` with `args` will cost on this device (duration and draw; energy_j,
+        energy_wh), or None for work that is not metered. Nothing is sent to the device.
+
+        Raises OSError: EINVAL for an operation or arguments the device would refuse (a bad
+        kernel input, an empty FPGA slot), ENOMEM or EINVAL for a request over the limits.
+        """
+        try:
+            checked = check_args(self.kind, op, args)
+            return price_operation(self.model, self.name, op, checked)
+        except OpError as exc:
+            raise device_error(exc.code, f"{self.name}: {exc.message}") from None
+
     # -- the one call path ----------------------------------------------------------------------
     def _call(self, op: str, args: dict[str, Any]) -> Any:
         return self._call_reply(op, args).value
@@ -141,6 +172,7 @@ class Driver:
             self.counters["calls"] += 1
             self.counters["busy_s"] += reply.busy_s
             self.counters["energy_j"] += reply.energy_j
+            self._after_call(op, args)
         if reply.wait_s > 0:
             self.clock.sleep(reply.wait_s)
         return reply

@@ -33,6 +33,7 @@ from drivers.storage import StorageDriver
 from drivers.transport import DEFAULT_TIMEOUT_S, LocalTransport, TcpTransport, Transport
 from sim_hw.clock import SimClock
 from sim_hw.device_ops import device_kind
+from sim_hw.device_pricing import device_model
 from sim_hw.hardware import SatelliteHardware
 from sim_hw.profile import HardwareProfile
 
@@ -98,7 +99,7 @@ class DeviceTree:
                 if uri == "local" and hardware is None:
                     hardware = SatelliteHardware(profile, satellite_id, start_utc_s=clock.now())
                 transports[uri] = _transport(uri, hardware, profile, timeout_s)
-            driver = DRIVER_CLASSES[kind](name, transports[uri], clock)
+            driver = DRIVER_CLASSES[kind](name, transports[uri], clock, device_model(profile, name))
             try:
                 driver.probe()
             except OSError as exc:

@@ -2,8 +2,10 @@
 
 - `LocalTransport`: the `sim_hw` hardware model in this process.
 - `TcpTransport`: a device server or a bridge to a real board, over TCP in the wire protocol
-  (`docs/hil-protocol.md`). One connection, requests one at a time (a lock), each with a timeout;
-  a connection that was lost is opened again on the next call.
+  (`docs/hil-protocol.md`). One connection, requests one at a time (a lock), each with a timeout
+  on the whole answer (a server that drips its answer is cut off as one that sends nothing); a
+  connection that was lost, or that the server refused (an error answer with id 0, such as
+  EAGAIN when it is at its connection limit), is opened again on the next call.
 - Native transports (real disk, real GPU) are in `drivers.native`.
 
 Every transport answers `call(device, op, args, t)` with an `OpResult` or raises OSError: the device's
@@ -17,6 +19,7 @@ import errno
 import itertools
 import socket
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 from urllib.parse import urlparse
@@ -24,7 +27,8 @@ from urllib.parse import urlparse
 from drivers.errors import device_error
 from sim_hw.device_ops import OpError
 from sim_hw.hardware import OpResult, SatelliteHardware
-from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, encode, read_frame)
+from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout, encode,
+                         read_frame)
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -111,10 +115,11 @@ class TcpTransport(Transport):
             frame = encode(message, self.max_frame_bytes)
             sock = self._connect()
             try:
+                deadline_s = time.monotonic() + self.timeout_s
                 sock.settimeout(self.timeout_s)
                 sock.sendall(frame)
-                reply = read_frame(sock, self.max_frame_bytes)
-            except socket.timeout:
+                reply = read_frame(sock, self.max_frame_bytes, deadline_s)
+            except (socket.timeout, FrameTimeout):
                 self._drop()  # a late answer would desynchronise the stream
                 raise TimeoutError(errno.ETIMEDOUT, f"{self.name}: no answer to {what} within "
                                                     f"{self.timeout_s:g} s") from None
@@ -130,8 +135,11 @@ class TcpTransport(Transport):
                 self._drop()
                 raise ConnectionResetError(errno.ECONNRESET, f"{self.name}: server closed the "
                                                              f"connection during {what}")
-        if reply.get("id") != request_id and reply.get("ok") is not False:
-            raise OSError(errno.EPROTO, f"{self.name}: answer id {reply.get('id')!r} to request {request_id}")
+            if reply.get("id") != request_id:
+                self._drop()  # an answer to no request of ours: the stream is not ours to trust
+                if reply.get("ok") is not False:
+                    raise OSError(errno.EPROTO, f"{self.name}: answer id {reply.get('id')!r:.40} to "
+                                                f"request {request_id}")
         if reply.get("ok") is True:
             return reply
         error = reply.get("error")

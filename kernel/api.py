@@ -21,7 +21,6 @@ from kernel.fs import normalize
 from kernel.handles import DeviceHandle, FileHandle, PortHandle, SubscriptionHandle, expect
 from kernel.kernel import EXIT_KILLED, Kernel, PortBinding
 from kernel.process import Process, ProcessExit
-from sim_hw.cost_estimate import estimate_cost
 from sim_hw.device_ops import OpError, check_args, device_kind
 from sim_hw.wire import FrameTooLarge, encode
 
@@ -333,7 +332,7 @@ class Sys:
             if process.gpu_bytes + checked["nbytes"] > limit:
                 raise OSError(errno.ENOMEM, f"{process.name}: {process.gpu_bytes + checked['nbytes']} B "
                                             f"of device memory is over its limit of {limit} B")
-        cost = estimate_cost(kernel.profile, driver.name, op, checked)
+        cost = driver.estimate(op, checked)
         if cost is not None and kernel.eps is not None:
             self._admit(handle, cost.energy_wh)
         reply = driver.call(op, checked)

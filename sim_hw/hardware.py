@@ -7,12 +7,21 @@ caller must wait and what the device drew meanwhile (`OpResult`). It never sleep
 waits on its clock. The local backend calls it in-process; the device server calls it for
 clients over TCP.
 
+A request is validated entirely before any state changes: the device, the operation and its
+arguments (`device_ops.check_args`, which plans a GPU kernel and holds it to the request limits),
+its price (`device_pricing.price_operation`, which asks the device's own model and so plans an
+FPGA run against the slot's kernel), the operation's own checks (a manifest, a block size, a
+handle) and its time: a finite number, no more than `max_lag_s` before the latest time the
+hardware has seen and no more than `max_advance_s` after it. Only then does the clock move and
+the work happen; the device is charged the price it was quoted (one code path with a driver's
+`estimate`).
+
 Devices queue: an operation that arrives while its device is busy starts when the device frees,
 and the wait includes the queueing. Every device's draw goes to the satellite's EPS
 (`PowerSystem`): idle draw always, active draw over each operation's busy interval, laser
 terminals at full draw while pointed. Device failures from the fault schedule make a device
 answer EIO until it is repaired. Calls are serialised; time never runs backwards (a call stamped
-earlier than the last one is taken at the last one's time).
+earlier than the last one, within `max_lag_s`, is taken at the last one's time).
 
 Errors: `OpError` with an errno name (EINVAL, ENODEV, ENOMEM, EIO, ENOTCONN, ENOSPC).
 """
@@ -27,9 +36,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, run_kernel
-from sim_hw.device_ops import OpError, check_args, device_kind
-from sim_hw.devices.cost import DeviceCost, DeviceModelError
+from sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, plan_kernel, run_kernel
+from sim_hw.device_ops import OpError, brief_repr, check_args, device_kind
+from sim_hw.device_pricing import DeviceModel, price_operation
+from sim_hw.devices.cost import DeviceModelError
 from sim_hw.devices.fpga import Bitstream, FpgaModel
 from sim_hw.devices.gpu import GpuModel
 from sim_hw.devices.imager import ImagerModel
@@ -42,6 +52,8 @@ from sim_hw.track import SatelliteTrack
 
 RX_QUEUE_FRAMES = 1024
 TX_QUEUE_FRAMES = 1024
+MAX_LAG_S = 86_400.0  # a request may be stamped up to a day before the hardware's time
+MAX_ADVANCE_S = 30 * 86_400.0  # and up to 30 days after it
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,8 @@ class SatelliteHardware:
 
     def __init__(self, profile: HardwareProfile, satellite_id: str = "SAT",
                  track: SatelliteTrack | None = None, faults: FaultSchedule | None = None,
-                 start_utc_s: float | None = None, scene_seed: int = 0) -> None:
+                 start_utc_s: float | None = None, scene_seed: int = 0,
+                 max_lag_s: float = MAX_LAG_S, max_advance_s: float = MAX_ADVANCE_S) -> None:
         if track is None:
             track = SatelliteTrack.reference(satellite_id, 0.0 if start_utc_s is None else start_utc_s)
         self.profile = profile
@@ -87,11 +100,12 @@ class SatelliteHardware:
         self.faults = faults or FaultSchedule(0, ())
         self._lock = threading.Lock()
         self._last_t = self.start_utc_s
+        self.max_lag_s = float(max_lag_s)
+        self.max_advance_s = float(max_advance_s)
         self.power = PowerSystem(profile.eps, track.generation_profile(profile.eps.solar_array),
                                  self.start_utc_s)
         self.gpu = GpuModel(profile.gpu) if profile.gpu else None
         self.fpga = FpgaModel(profile.fpga) if profile.fpga else None
-        self._fpga_kernels: dict[int, str] = {}
         self.storage = None
         if profile.storage:
             self.storage = StorageModel(profile.storage, self.faults.storage_seed(satellite_id),
@@ -127,9 +141,16 @@ class SatelliteHardware:
     def kind_of(self, device: Any) -> str:
         """Raises OpError(ENODEV) for a device this satellite does not have."""
         if not isinstance(device, str) or device not in self._busy_until:
-            raise OpError("ENODEV", f"no device {device!r} on {self.satellite_id}; devices: "
+            raise OpError("ENODEV", f"no device {brief_repr(device)} on {self.satellite_id}; devices: "
                                     f"{', '.join(self.device_names)}")
         return device_kind(device)
+
+    def model_of(self, device: str) -> DeviceModel | None:
+        """The model that prices `device`'s operations (None for the EPS)."""
+        kind = device_kind(device)
+        if kind == "laser":
+            return self._terminal(device).model
+        return getattr(self, kind, None) if kind in ("gpu", "fpga", "storage", "imager") else None
 
     def idle_power_w(self, device: str) -> float:
         kind = device_kind(device)
@@ -148,27 +169,35 @@ class SatelliteHardware:
     def call(self, device: Any, op: Any, args: Any, t: Any) -> OpResult:
         """Run one operation at simulation time t (UTC POSIX s).
 
-        Raises OpError: ENODEV (no such device), EINVAL (bad operation or arguments), EIO (the
-        device has failed, or a storage read of a failed block), ENOMEM, ENOTCONN, and so on.
+        Raises OpError: ENODEV (no such device), EINVAL (bad operation, arguments or time),
+        ENOMEM (device memory, or a request over the output limit), EIO (the device has failed,
+        or a storage read of a failed block), ENOTCONN, and so on. A request refused for its
+        device, operation, arguments or time changes nothing, the clock included.
         """
         kind = self.kind_of(device)
         args = check_args(kind, op, args)
-        if isinstance(t, bool) or not isinstance(t, int | float) or not np.isfinite(t):
-            raise OpError("EINVAL", f"{device}.{op}: time must be a finite number of UTC seconds, got {t!r}")
+        t = self._time_value(device, op, t)
         with self._lock:
-            t = max(float(t), self._last_t)
+            self._check_time(device, op, t)
+            cost = price_operation(self.model_of(device), device, op, args)
+            check = getattr(self, f"_check_{kind}_{op}", None)
+            if check is not None:
+                try:
+                    check(device, args)
+                except (DeviceModelError, KernelError) as exc:
+                    raise OpError(getattr(exc, "code", "EINVAL"), f"{device}.{op}: {exc}") from None
+            # Validated: from here on the request changes state.
+            t = max(t, self._last_t)
             self._last_t = t
             self.power.advance_to(t)
             repaired = self._failed_until(device, t)
             if repaired is not None and op not in ("probe", "status", "info"):
                 raise OpError("EIO", f"{device}: device has failed; repair expected at t={repaired:.0f}")
-            handler: Callable[..., tuple[Any, DeviceCost | None]] = getattr(
+            handler: Callable[[str, dict, float], Any] = getattr(
                 self, f"_{kind}_{op}", None) or getattr(self, f"_common_{op}")
             try:
-                value, cost = handler(device, args, t)
-            except DeviceModelError as exc:
-                raise OpError("EINVAL", f"{device}.{op}: {exc}") from None
-            except KernelError as exc:
+                value = handler(device, args, t)
+            except (DeviceModelError, KernelError) as exc:
                 raise OpError("EINVAL", f"{device}.{op}: {exc}") from None
             if cost is None or cost.duration_s == 0.0:
                 return OpResult(value)
@@ -179,20 +208,49 @@ class SatelliteHardware:
             self.power.pulse_load(device, cost.power_w, t + queue_s, self._busy_until[device], rest)
             return OpResult(value, queue_s + cost.duration_s, cost.duration_s, cost.power_w)
 
-    # -- common operations ----------------------------------------------------------------------
-    def _common_probe(self, device: str, args: dict, t: float) -> tuple[Any, None]:
-        return {"device": device, "kind": self.kind_of(device), "satellite": self.satellite_id,
-                "profile": self.profile.name}, None
+    @staticmethod
+    def _time_value(device: str, op: Any, t: Any) -> float:
+        """t as a finite float. Raises OpError(EINVAL) otherwise."""
+        value = None
+        if not isinstance(t, bool) and isinstance(t, int | float | np.integer | np.floating):
+            try:
+                value = float(t)
+            except OverflowError:  # an int past the float range
+                value = None
+        if value is None or not np.isfinite(value):
+            raise OpError("EINVAL", f"{device}.{op}: time must be a finite number of UTC seconds, "
+                                    f"got {brief_repr(t)}")
+        return value
 
-    def _common_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _check_time(self, device: str, op: str, t: float) -> None:
+        """Raises OpError(EINVAL) for a time too far before or after the hardware's time."""
+        if t < self._last_t - self.max_lag_s:
+            raise OpError("EINVAL", f"{device}.{op}: time {t:.3f} is {self._last_t - t:.3g} s before the "
+                                    f"hardware's time {self._last_t:.3f}; at most {self.max_lag_s:g} s "
+                                    "allowed")
+        if t > self._last_t + self.max_advance_s:
+            raise OpError("EINVAL", f"{device}.{op}: time {t:.6g} is {t - self._last_t:.3g} s after the "
+                                    f"hardware's time {self._last_t:.3f}; at most {self.max_advance_s:g} s "
+                                    "ahead allowed")
+
+    # Handlers: `_<kind>_<op>(device, args, t)` does the work and returns the answer; an optional
+    # `_check_<kind>_<op>(device, args)` refuses a bad request before anything changes. The
+    # price of the work is the model's (`price_operation`), charged by `call`.
+
+    # -- common operations ----------------------------------------------------------------------
+    def _common_probe(self, device: str, args: dict, t: float) -> Any:
+        return {"device": device, "kind": self.kind_of(device), "satellite": self.satellite_id,
+                "profile": self.profile.name}
+
+    def _common_status(self, device: str, args: dict, t: float) -> Any:
         failed = self._failed_until(device, t)
         busy = self._busy_until[device] > t
         state = "failed" if failed is not None else ("busy" if busy else "idle")
         return {"state": state, "power_w": self.power.loads.get(device, 0.0),
                 "busy_until_utc_s": max(self._busy_until[device], t),
-                "repair_utc_s": failed}, None
+                "repair_utc_s": failed}
 
-    def _common_info(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _common_info(self, device: str, args: dict, t: float) -> Any:
         kind = self.kind_of(device)
         spec = self.profile.laser if kind == "laser" else getattr(self.profile, kind, None)
         info: dict[str, Any] = {"device": device, "kind": kind}
@@ -206,95 +264,102 @@ class SatelliteHardware:
             info.update(blocks=self.storage.spec.blocks)
         if kind == "imager":
             info.update(tile_pixels=self.imager.spec.tile_pixels)
-        return info, None
+        return info
 
     # -- gpu ------------------------------------------------------------------------------------
-    def _gpu_alloc(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _gpu_alloc(self, device: str, args: dict, t: float) -> Any:
         try:
-            return {"handle": self.gpu.allocate(args["nbytes"])}, None
+            return {"handle": self.gpu.allocate(args["nbytes"])}
         except DeviceModelError as exc:
             raise OpError("ENOMEM", f"{device}.alloc: {exc}") from None
 
-    def _gpu_free(self, device: str, args: dict, t: float) -> tuple[Any, None]:
-        self.gpu.free(args["handle"])
-        return {}, None
+    def _check_gpu_free(self, device: str, args: dict) -> None:
+        self.gpu.check_handle(args["handle"])
 
-    def _gpu_run(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
-        needed = input_bytes(args["inputs"])
+    def _gpu_free(self, device: str, args: dict, t: float) -> Any:
+        self.gpu.free(args["handle"])
+        return {}
+
+    def _check_gpu_run(self, device: str, args: dict) -> None:
+        plan = plan_kernel(args["kernel"], args["inputs"], args["params"])
+        needed = input_bytes(args["inputs"]) + plan.output_bytes
         if needed > self.gpu.free_bytes:
-            raise OpError("ENOMEM", f"{device}.run: inputs need {needed} B of device memory, "
-                                    f"{self.gpu.free_bytes} B free")
+            raise OpError("ENOMEM", f"{device}.run: inputs and output need {needed} B of device "
+                                    f"memory, {self.gpu.free_bytes} B free")
+
+    def _gpu_run(self, device: str, args: dict, t: float) -> Any:
         output, ops = run_kernel(args["kernel"], args["inputs"], args["params"])
-        if needed + output.nbytes > self.gpu.free_bytes:
-            raise OpError("ENOMEM", f"{device}.run: inputs and output need {needed + output.nbytes} B, "
-                                    f"{self.gpu.free_bytes} B free")
-        return {"output": output, "ops": ops}, self.gpu.compute_cost(ops, args["precision"])
+        return {"output": output, "ops": ops}
 
     # -- fpga -----------------------------------------------------------------------------------
-    def _fpga_load(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+    def _check_fpga_load(self, device: str, args: dict) -> None:
         manifest = args["manifest"]
         bitstream = args["bitstream"]
         required = {"name": str, "kernel": str, "size_bytes": int, "sha256": str}
         for field, kind in required.items():
             if not isinstance(manifest.get(field), kind) or isinstance(manifest.get(field), bool):
                 raise OpError("EINVAL", f"{device}.load: manifest field {field!r} must be a "
-                                        f"{kind.__name__}, got {manifest.get(field)!r}")
+                                        f"{kind.__name__}, got {brief_repr(manifest.get(field))}")
         if manifest["kernel"] not in KERNELS:
             raise OpError("EINVAL", f"{device}.load: manifest names unknown kernel "
-                                    f"{manifest['kernel']!r}; known: {', '.join(sorted(KERNELS))}")
+                                    f"{brief_repr(manifest['kernel'])}; known: {', '.join(sorted(KERNELS))}")
         if manifest["size_bytes"] != len(bitstream):
-            raise OpError("EINVAL", f"{device}.load: manifest says {manifest['size_bytes']} B, "
-                                    f"bitstream is {len(bitstream)} B")
+            raise OpError("EINVAL", f"{device}.load: the manifest's size_bytes is not the bitstream's "
+                                    f"size, {len(bitstream)} B")
         digest = hashlib.sha256(bitstream).hexdigest()
         if manifest["sha256"].lower() != digest:
             raise OpError("EINVAL", f"{device}.load: bitstream SHA-256 {digest} does not match the "
-                                    f"manifest's {manifest['sha256']}")
-        cost = self.fpga.load(args["slot"], Bitstream(manifest["name"], len(bitstream)))
-        self._fpga_kernels[args["slot"]] = manifest["kernel"]
-        return {"slot": args["slot"], "name": manifest["name"]}, cost
+                                    f"manifest's {brief_repr(manifest['sha256'])}")
 
-    def _fpga_unload(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _fpga_load(self, device: str, args: dict, t: float) -> Any:
+        manifest = args["manifest"]
+        self.fpga.load(args["slot"], Bitstream(manifest["name"], len(args["bitstream"]), manifest["kernel"]))
+        return {"slot": args["slot"], "name": manifest["name"]}
+
+    def _check_fpga_unload(self, device: str, args: dict) -> None:
+        try:
+            self.fpga.check_slot(args["slot"])
+        except DeviceModelError as exc:
+            raise OpError("EINVAL", f"{device}.unload: {exc}") from None
+
+    def _fpga_unload(self, device: str, args: dict, t: float) -> Any:
         self.fpga.unload(args["slot"])
-        self._fpga_kernels.pop(args["slot"], None)
-        return {}, None
+        return {}
 
-    def _fpga_run(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
-        slot = self.fpga.check_slot(args["slot"])
-        if self.fpga.slots[slot] is None:
-            raise OpError("EINVAL", f"{device}.run: slot {slot} has no bitstream loaded")
-        output, ops = run_kernel(self._fpga_kernels[slot], args["inputs"], args["params"])
-        return {"output": output, "ops": ops}, self.fpga.run_cost(slot, ops)
+    def _fpga_run(self, device: str, args: dict, t: float) -> Any:
+        output, ops = run_kernel(self.fpga.kernel_of(args["slot"]), args["inputs"], args["params"])
+        return {"output": output, "ops": ops}
 
-    def _fpga_info(self, device: str, args: dict, t: float) -> tuple[Any, None]:
-        info, _ = self._common_info(device, args, t)
-        info["loaded"] = [None if b is None else {"name": b.name, "kernel": self._fpga_kernels[i]}
-                          for i, b in enumerate(self.fpga.slots)]
-        return info, None
+    def _fpga_info(self, device: str, args: dict, t: float) -> Any:
+        info = self._common_info(device, args, t)
+        info["loaded"] = [None if b is None else {"name": b.name, "kernel": b.kernel, "size_bytes": b.size_bytes}
+                          for b in self.fpga.slots]
+        return info
 
     # -- laser ----------------------------------------------------------------------------------
     def _terminal(self, device: str) -> _Terminal:
         return self.terminals[int(device.removeprefix("laser"))]
 
-    def _laser_point(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_point(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
         terminal.model.point(args["peer"], t)
         terminal.stats["acquisitions"] += 1
         self.power.set_load(device, self.profile.laser.power_w, t)
         status = terminal.model.status(t)
-        return {"state": status.state, "peer": status.peer, "data_from_utc_s": status.data_from_utc_s}, None
+        return {"state": status.state, "peer": status.peer, "data_from_utc_s": status.data_from_utc_s}
 
-    def _laser_release(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_release(self, device: str, args: dict, t: float) -> Any:
         self._terminal(device).model.release()
         self.power.set_load(device, self.profile.laser.idle_power_w, t)
-        return {"state": "idle"}, None
+        return {"state": "idle"}
 
-    def _laser_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
-        value, _ = self._common_status(device, args, t)
+    def _laser_status(self, device: str, args: dict, t: float) -> Any:
+        value = self._common_status(device, args, t)
         link = self._terminal(device).model.status(t)
         value.update(link_state=link.state, peer=link.peer, data_from_utc_s=link.data_from_utc_s)
-        return value, None
+        return value
 
-    def _laser_send(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+    def _laser_send(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
         status = terminal.model.status(t)
         if status.state != "linked":
@@ -304,70 +369,81 @@ class SatelliteHardware:
         if len(terminal.tx) >= TX_QUEUE_FRAMES:
             terminal.stats["tx_dropped"] += 1
             raise OpError("EAGAIN", f"{device}.send: transmit queue full ({TX_QUEUE_FRAMES} frames)")
-        cost = terminal.model.transmit_cost(len(args["data"]), t)
         terminal.tx.append({"peer": status.peer, "data": args["data"], "sent_utc_s": t})
         terminal.stats["frames_sent"] += 1
         terminal.stats["bytes_sent"] += len(args["data"])
-        return {"bytes": len(args["data"]), "peer": status.peer}, cost
+        return {"bytes": len(args["data"]), "peer": status.peer}
 
-    def _laser_recv(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_recv(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
         if not terminal.rx:
-            return {"data": None}, None
+            return {"data": None}
         data = terminal.rx.popleft()
         terminal.stats["frames_received"] += 1
         terminal.stats["bytes_received"] += len(data)
-        return {"data": data}, None
+        return {"data": data}
 
-    def _laser_stats(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_stats(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
-        return {**terminal.stats, "tx_queued": len(terminal.tx), "rx_queued": len(terminal.rx)}, None
+        return {**terminal.stats, "tx_queued": len(terminal.tx), "rx_queued": len(terminal.rx)}
 
-    def _laser_medium_take(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_medium_take(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
-        frames = [terminal.tx.popleft() for _ in range(min(args["max_frames"], len(terminal.tx)))]
-        return {"frames": frames}, None
+        return {"frames": [terminal.tx.popleft() for _ in range(min(args["max_frames"], len(terminal.tx)))]}
 
-    def _laser_medium_deliver(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _laser_medium_deliver(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)
         if len(terminal.rx) >= RX_QUEUE_FRAMES:
             terminal.stats["rx_dropped"] += 1
-            return {"accepted": False}, None
+            return {"accepted": False}
         terminal.rx.append(args["data"])
-        return {"accepted": True}, None
+        return {"accepted": True}
 
     # -- storage --------------------------------------------------------------------------------
-    def _storage_read_block(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
-        data, cost = self.storage.read_block(args["block"], t)
-        return {"data": data, "tag": self.storage.tag(args["block"])}, cost
+    def _check_storage_read_block(self, device: str, args: dict) -> None:
+        if args["block"] >= self.storage.spec.blocks:
+            raise OpError("EINVAL", f"{device}.read_block: block {brief_repr(args['block'])} is past the end "
+                                    f"({self.storage.spec.blocks} blocks)")
 
-    def _storage_write_block(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+    def _storage_read_block(self, device: str, args: dict, t: float) -> Any:
+        data, _ = self.storage.read_block(args["block"], t)
+        return {"data": data, "tag": self.storage.tag(args["block"])}
+
+    def _check_storage_write_block(self, device: str, args: dict) -> None:
         block_bytes = self.storage.spec.block_bytes
         if len(args["data"]) != block_bytes:
             raise OpError("EINVAL", f"{device}.write_block: a block is {block_bytes} bytes, "
                                     f"got {len(args['data'])}")
         if args["block"] >= self.storage.spec.blocks:
-            raise OpError("ENOSPC", f"{device}.write_block: block {args['block']} is past the end "
+            raise OpError("ENOSPC", f"{device}.write_block: block {brief_repr(args['block'])} is past the end "
                                     f"({self.storage.spec.blocks} blocks)")
-        return {}, self.storage.write_block(args["block"], args["data"], t, args["tag"])
 
-    def _storage_flush(self, device: str, args: dict, t: float) -> tuple[Any, None]:
-        return {}, None
+    def _storage_write_block(self, device: str, args: dict, t: float) -> Any:
+        self.storage.write_block(args["block"], args["data"], t, args["tag"])
+        return {}
 
-    def _storage_inject_bit_flip(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _storage_flush(self, device: str, args: dict, t: float) -> Any:
+        return {}
+
+    def _check_storage_inject_bit_flip(self, device: str, args: dict) -> None:
+        self._check_storage_read_block(device, args)
+        if args["bit"] >= self.storage.spec.block_bytes * 8:
+            raise OpError("EINVAL", f"{device}.inject_bit_flip: bit {brief_repr(args['bit'])} is past the end of "
+                                    f"a {self.storage.spec.block_bytes}-byte block")
+
+    def _storage_inject_bit_flip(self, device: str, args: dict, t: float) -> Any:
         self.storage.inject_flip(args["block"], args["bit"])
-        return {}, None
+        return {}
 
     # -- imager ---------------------------------------------------------------------------------
-    def _imager_capture(self, device: str, args: dict, t: float) -> tuple[Any, DeviceCost]:
+    def _imager_capture(self, device: str, args: dict, t: float) -> Any:
         lat, lon = self.track.subsatellite(t)
         tile = self.imager.capture(lat, lon, t, self.faults.ground_events, args["pixels"])
         return {"reflectance": tile.reflectance, "truth": tile.truth, "lat_deg": lat,
-                "lon_deg": lon, "time_utc_s": t, "bands": list(tile.bands),
-                "gsd_m": tile.gsd_m}, self.imager.capture_cost()
+                "lon_deg": lon, "time_utc_s": t, "bands": list(tile.bands), "gsd_m": tile.gsd_m}
 
     # -- eps ------------------------------------------------------------------------------------
-    def _eps_status(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _eps_status(self, device: str, args: dict, t: float) -> Any:
         battery = self.profile.eps.battery
         ledger = self.power.ledger
         eclipse = self.track.next_eclipse(t)
@@ -380,9 +456,9 @@ class SatelliteHardware:
                 "next_eclipse_utc_s": None if eclipse is None else list(eclipse),
                 "generated_wh": float(ledger.generated_wh), "consumed_wh": float(ledger.consumed_wh),
                 "spilled_wh": float(ledger.spilled_wh), "unserved_wh": float(ledger.unserved_wh),
-                "power_w": 0.0}, None
+                "power_w": 0.0}
 
-    def _eps_set_load(self, device: str, args: dict, t: float) -> tuple[Any, None]:
+    def _eps_set_load(self, device: str, args: dict, t: float) -> Any:
         name = f"ext:{args['name']}"
         self.power.set_load(name, args["power_w"], t)
-        return {"load": name, "power_w": args["power_w"]}, None
+        return {"load": name, "power_w": args["power_w"]}

@@ -5,14 +5,23 @@ numpy arrays travel as msgpack extension type 1 whose payload is msgpack `[dtype
 (C order, dtype as numpy's `str`, e.g. "<f4"); only plain numeric and boolean dtypes are accepted.
 Full protocol (messages, errors, limits): `docs/hil-protocol.md`.
 
+Reading is bounded by what really arrives: a frame body is read into a buffer that starts at
+`RECV_CHUNK_BYTES` and doubles only as the bytes received fill it, so a 4-byte header that
+announces 64 MiB costs 256 KiB until more is sent. A reader may give a whole frame a deadline
+(`deadline_s`, a `time.monotonic()` instant): a peer that sends part of a frame and stalls, or
+drips it byte by byte, is cut off when the deadline passes, however often bytes arrive.
+
 Errors: `FrameError` (a `ValueError`) for a frame that cannot be decoded: too large, truncated,
 not msgpack, not a map, a bad array. `FrameTooLarge` is the subclass for an announced length
-past the limit (the stream cannot be resynchronised after it: close the connection).
+past the limit (the stream cannot be resynchronised after it: close the connection), and
+`FrameTimeout` the one for a frame not complete by its deadline.
 """
 from __future__ import annotations
 
+import math
 import socket
 import struct
+import time
 from typing import Any
 
 import msgpack
@@ -20,6 +29,7 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+RECV_CHUNK_BYTES = 256 * 1024
 ARRAY_EXT_TYPE = 1
 _LENGTH = struct.Struct(">I")
 _ARRAY_KINDS = "biuf"  # bool, signed, unsigned, float
@@ -31,6 +41,10 @@ class FrameError(ValueError):
 
 class FrameTooLarge(FrameError):
     """A frame whose announced length exceeds the limit."""
+
+
+class FrameTimeout(FrameError):
+    """A frame not complete by its deadline."""
 
 
 def _default(value: Any) -> Any:
@@ -58,7 +72,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if dtype.kind not in _ARRAY_KINDS or not isinstance(shape, list) \
             or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise FrameError(f"malformed array: dtype {dtype_str!r}, shape {shape!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: numpy's int64 product could wrap
     if not isinstance(raw, bytes) or len(raw) != expected:
         raise FrameError(f"malformed array: {len(raw) if isinstance(raw, bytes) else '?'} bytes "
                          f"for shape {shape} of {dtype_str}")
@@ -86,16 +100,32 @@ def decode_body(body: bytes | bytearray) -> dict[str, Any]:
     return message
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytearray | None:
-    """n bytes read into one buffer, or None if the peer closed before the first byte.
+def recv_exact(sock: socket.socket, n: int, deadline_s: float | None = None) -> bytearray | None:
+    """n bytes, or None if the peer closed before the first byte.
 
-    Raises FrameError when it closes in the middle.
+    The buffer starts at `RECV_CHUNK_BYTES` and doubles only when the bytes received fill it: it
+    never holds more than twice what arrived (plus the first chunk). With `deadline_s` (a
+    `time.monotonic()` instant) the whole read must end by then; without it each receive waits as
+    long as the socket's own timeout. Raises FrameError when the peer closes in the middle,
+    FrameTimeout when the deadline passes, socket.timeout / OSError from the socket.
     """
-    buffer = bytearray(n)
-    view = memoryview(buffer)
+    buffer = bytearray(min(n, RECV_CHUNK_BYTES))
     received = 0
     while received < n:
-        count = sock.recv_into(view[received:], n - received)
+        if received == len(buffer):
+            buffer += bytes(min(n, 2 * len(buffer)) - len(buffer))
+        if deadline_s is not None:
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                raise FrameTimeout(f"frame not complete by its deadline: {received} of {n} bytes")
+            sock.settimeout(remaining_s)
+        try:
+            with memoryview(buffer) as view:
+                count = sock.recv_into(view[received:])
+        except socket.timeout:
+            if deadline_s is None:
+                raise
+            raise FrameTimeout(f"frame not complete by its deadline: {received} of {n} bytes") from None
         if count == 0:
             if received == 0:
                 return None
@@ -109,18 +139,20 @@ def unpack_length(header: bytes) -> int:
     return _LENGTH.unpack(header)[0]
 
 
-def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict | None:
+def read_frame(sock: socket.socket, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+               deadline_s: float | None = None) -> dict | None:
     """The next message from a socket, or None at a clean end of stream.
 
-    Raises FrameTooLarge, FrameError, and socket.timeout / OSError from the socket.
+    With `deadline_s` (a `time.monotonic()` instant) the whole frame must have arrived by then.
+    Raises FrameTooLarge, FrameTimeout, FrameError, and socket.timeout / OSError from the socket.
     """
-    header = recv_exact(sock, _LENGTH.size)
+    header = recv_exact(sock, _LENGTH.size, deadline_s)
     if header is None:
         return None
     length = unpack_length(header)
     if length > max_frame_bytes:
         raise FrameTooLarge(f"frame announces {length} bytes; the limit is {max_frame_bytes}")
-    body = recv_exact(sock, length) if length else b""
+    body = recv_exact(sock, length, deadline_s) if length else b""
     if body is None:
         raise FrameError(f"connection closed before a {length}-byte frame body")
     return decode_body(body)

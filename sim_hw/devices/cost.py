@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sim_hw.device_ops import brief_repr
+
 
 class DeviceModelError(ValueError):
     """A request a device cannot take: unknown operation, bad size, no such slot, out of memory."""
@@ -40,7 +42,7 @@ class DeviceCost:
 def check_count(name: str, value: object, minimum: int = 0) -> int:
     """An integer argument >= minimum. Raises DeviceModelError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DeviceModelError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise DeviceModelError(f"{name} must be an integer >= {minimum}, got {brief_repr(value)}")
     return value
 
 
@@ -48,5 +50,5 @@ def check_amount(name: str, value: object, minimum: float = 0.0) -> float:
     """A finite number >= minimum. Raises DeviceModelError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or value < minimum:
-        raise DeviceModelError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+        raise DeviceModelError(f"{name} must be a finite number >= {minimum}, got {brief_repr(value)}")
     return float(value)

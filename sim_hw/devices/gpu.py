@@ -1,10 +1,16 @@
-"""GPU / AI accelerator: throughput by precision, device memory, idle and active power."""
+"""GPU / AI accelerator: throughput by precision, device memory, idle and active power.
+
+`GpuModel.price(op, args)` is what an operation costs: the hardware charges it and a driver's
+estimate declares it, from this one method.
+"""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from sim_hw.compute_kernels import plan_kernel
+from sim_hw.device_ops import brief_repr
 from sim_hw.devices.cost import DeviceCost, DeviceModelError, check_amount, check_count
 from sim_hw.spec_loading import bounded
 
@@ -53,19 +59,34 @@ class GpuModel:
         """Reserve device memory; returns a handle. Raises DeviceModelError when it does not fit."""
         check_count("nbytes", nbytes, 1)
         if nbytes > self.free_bytes:
-            raise DeviceModelError(f"out of device memory: asked {nbytes} B, {self.free_bytes} B free "
+            raise DeviceModelError(f"out of device memory: asked {brief_repr(nbytes)} B, {self.free_bytes} B free "
                                    f"of {self.spec.memory_bytes} B")
         handle = next(self._handles)
         self._allocations[handle] = nbytes
         return handle
 
+    def check_handle(self, handle: int) -> int:
+        """The handle if it names an allocation. Raises DeviceModelError otherwise."""
+        if handle not in self._allocations:
+            raise DeviceModelError(f"no allocation with handle {brief_repr(handle)}")
+        return handle
+
     def free(self, handle: int) -> None:
         """Release an allocation. Raises DeviceModelError for an unknown handle."""
-        if self._allocations.pop(handle, None) is None:
-            raise DeviceModelError(f"no allocation with handle {handle!r}")
+        self._allocations.pop(self.check_handle(handle))
 
     def compute_cost(self, ops: float, precision: Precision = "fp32") -> DeviceCost:
         """Time and draw of `ops` operations at `precision`."""
         ops = check_amount("ops", ops)
         duration = self.spec.launch_overhead_s + ops / self.spec.ops_per_s(precision)
         return DeviceCost(duration, self.spec.active_power_w)
+
+    def price(self, op: str, args: dict[str, Any]) -> DeviceCost | None:
+        """The cost of `op` with checked arguments (`device_ops.check_args`), None when it does no
+        metered work (alloc, free, probe, status, info). A `run` costs its kernel's planned
+        operations at its precision. Raises KernelError (RequestTooLarge over a limit) for inputs
+        the kernel cannot take, DeviceModelError for a bad precision."""
+        if op != "run":
+            return None
+        plan = plan_kernel(args["kernel"], args["inputs"], args.get("params", {}))
+        return self.compute_cost(plan.operations, args.get("precision", "fp32"))

@@ -1,12 +1,19 @@
-"""Imager: captures a multispectral tile of the ground under the satellite at a given time."""
+"""Imager: captures a multispectral tile of the ground under the satellite at a given time.
+
+`ImagerModel.price(op, args)` is what an operation costs: the hardware charges it and a driver's
+estimate declares it, from this one method. A capture costs `capture_s` at `power_w`, whatever
+its size; its size is held to the shared request limit (`compute_kernels.MAX_OUTPUT_BYTES`) before
+anything is rendered.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from sim_hw.compute_kernels import check_request_size
 from sim_hw.devices.cost import DeviceCost, DeviceModelError
 from sim_hw.scene import BANDS, GroundEvent, render, surface_classes, tile_coordinates
 from sim_hw.spec_loading import bounded
@@ -56,6 +63,22 @@ class ImagerModel:
 
     def capture_cost(self) -> DeviceCost:
         return DeviceCost(self.spec.capture_s, self.spec.power_w)
+
+    def tile_bytes(self, pixels: int | None = None) -> int:
+        """Bytes of a tile's arrays: reflectance (bands, H, W) float32 and truth (H, W) uint8."""
+        size = self.spec.tile_pixels if pixels is None else pixels
+        return size * size * (4 * len(self.spec.bands) + 1)
+
+    def price(self, op: str, args: dict[str, Any]) -> DeviceCost | None:
+        """The cost of `op` with checked arguments; None for every operation but `capture`.
+
+        Raises RequestTooLarge (ENOMEM) for a tile over the shared output limit.
+        """
+        if op != "capture":
+            return None
+        pixels = args.get("pixels")
+        check_request_size(f"capture of {pixels or self.spec.tile_pixels} pixels", self.tile_bytes(pixels))
+        return self.capture_cost()
 
     def capture(self, lat_deg: float, lon_deg: float, t: float,
                 events: Sequence[GroundEvent] = (), pixels: int | None = None) -> ImageTile:

@@ -2,11 +2,18 @@
 
 The terminal's figures are a `sim_hw.links.LaserTerminalSpec`. Whether a peer is in view is the
 contact plan's business; this model keeps one terminal's state over time and prices requests.
+
+`price(op, args)` is what an operation costs: the hardware charges it and a driver's estimate
+declares it, from this one method. Only `send` is metered: its serialisation time at the
+link rate, at the terminal's full draw. It is defined for a linked terminal (the only state in
+which a send goes through; otherwise it is refused with ENOTCONN and charges nothing). A pointed
+terminal's draw (`power_w` from `point` to `release`, acquisition included) is a standing load
+the hardware sets on the EPS, not a per-operation charge.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sim_hw.devices.cost import DeviceCost, DeviceModelError, check_count
 from sim_hw.links import LaserTerminalSpec
@@ -27,8 +34,8 @@ class LaserTerminalModel:
         self._peer: str | None = None
         self._pointed_at_utc_s = 0.0
 
-    def point(self, peer: str, t: float) -> DeviceCost:
-        """Start acquiring `peer` at t; replaces any current link. Returns the acquisition cost.
+    def point(self, peer: str, t: float) -> None:
+        """Start acquiring `peer` at t; replaces any current link (data flows `acquisition_s` later).
 
         Raises DeviceModelError for an empty peer name.
         """
@@ -36,7 +43,6 @@ class LaserTerminalModel:
             raise DeviceModelError(f"peer must be a satellite name, got {peer!r}")
         self._peer = peer
         self._pointed_at_utc_s = float(t)
-        return DeviceCost(self.spec.acquisition_s, self.spec.power_w)
 
     def release(self) -> None:
         self._peer = None
@@ -55,9 +61,19 @@ class LaserTerminalModel:
 
         Raises DeviceModelError when not linked at t (idle, or still acquiring).
         """
-        check_count("nbytes", nbytes)
         status = self.status(t)
         if status.state != "linked":
             raise DeviceModelError(f"terminal is {status.state}; no data before acquisition completes"
                                    + (f" at t={status.data_from_utc_s:.3f}" if status.data_from_utc_s else ""))
+        return self.send_cost(nbytes)
+
+    def send_cost(self, nbytes: int) -> DeviceCost:
+        """Serialisation of nbytes at the link rate, at full draw. Raises DeviceModelError for a
+        count that is not an integer >= 0."""
+        check_count("nbytes", nbytes)
         return DeviceCost(8.0 * nbytes / self.spec.rate_bps, self.spec.power_w)
+
+    def price(self, op: str, args: dict[str, Any]) -> DeviceCost | None:
+        """The cost of `op` with checked arguments; None for every operation but `send` (see the
+        module doc for what a send's price assumes)."""
+        return self.send_cost(len(args["data"])) if op == "send" else None

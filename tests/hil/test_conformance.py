@@ -245,3 +245,34 @@ def test_eps_sees_the_gpu_draw(hil):
     assert after["consumed_wh"] - before["consumed_wh"] == pytest.approx(expected_wh, rel=0.01)
     gpu.close()
     eps.close()
+
+
+# -- declared energy ------------------------------------------------------------------------------
+def test_declared_energy_is_what_the_device_charges(hil):
+    """The driver's estimate (the profile's model) against the energy the device reports, within
+    1 % (a real board reports its own measured time; the simulator charges the model exactly)."""
+    gpu, fpga, laser, storage, imager = (hil.device(name) for name in
+                                         ("gpu0", "fpga0", "laser0", "storage0", "imager0"))
+    a = RNG.standard_normal((256, 256)).astype(np.float32)
+    bitstream = RNG.bytes(1 << 16)
+    fpga.load(3, bitstream_manifest("mm", "matmul", bitstream), bitstream)
+    laser.point("PEER-9")
+    laser.wait_linked()
+    calls = [
+        (gpu, "run", {"kernel": "matmul", "inputs": {"a": a, "b": a}, "params": {}, "precision": "fp16"}),
+        (fpga, "load", {"slot": 3, "manifest": bitstream_manifest("mm", "matmul", bitstream), "bitstream": bitstream}),
+        (fpga, "run", {"slot": 3, "inputs": {"a": a, "b": a}, "params": {}}),
+        (laser, "send", {"data": RNG.bytes(100_000)}),
+        (storage, "write_block", {"block": 303, "data": RNG.bytes(storage.block_bytes), "tag": b""}),
+        (storage, "read_block", {"block": 303}),
+        (imager, "capture", {"pixels": 32}),
+    ]
+    for driver, op, args in calls:
+        declared = driver.estimate(op, args)
+        reply = driver.call(op, args)
+        assert reply.energy_j == pytest.approx(declared.energy_j, rel=0.01), (driver.name, op)
+    laser.medium_take()
+    laser.release()
+    fpga.unload(3)
+    for driver in (gpu, fpga, laser, storage, imager):
+        driver.close()

@@ -1,5 +1,7 @@
 """Device models: durations and energies from the spec, state, and bad requests."""
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from sim_hw.devices import DeviceCost, DeviceModelError
@@ -62,12 +64,15 @@ def test_laser_terminal_acquires_before_data():
                              power_w=40.0, idle_power_w=5.0)
     terminal = LaserTerminalModel(spec)
     assert terminal.status(0.0).state == "idle" and terminal.power_w(0.0) == 5.0
-    assert terminal.point("TB02", 100.0) == DeviceCost(15.0, 40.0)
-    assert terminal.status(110.0).state == "acquiring"
+    terminal.point("TB02", 100.0)
+    assert terminal.status(110.0).state == "acquiring" and terminal.status(110.0).data_from_utc_s == 115.0
+    assert terminal.power_w(110.0) == 40.0  # full draw while pointed: a standing load, not a price
+    assert terminal.price("point", {"peer": "TB02"}) is None
     with pytest.raises(DeviceModelError, match="acquiring"):
         terminal.transmit_cost(1000, 110.0)
     assert terminal.status(115.0).state == "linked"
     assert terminal.transmit_cost(12_500_000, 120.0).duration_s == pytest.approx(1e-3)  # 100 Mbit
+    assert terminal.price("send", {"data": bytes(12_500_000)}) == terminal.transmit_cost(12_500_000, 120.0)
 
 
 SMALL_STORE = StorageSpec(capacity_bytes=4096 * 64, read_bytes_per_s=1e9, write_bytes_per_s=5e8,
@@ -178,3 +183,33 @@ def test_cost_refuses_nonsense():
         DeviceCost(1.0, float("inf"))
     combined = DeviceCost(1.0, 10.0).then(DeviceCost(3.0, 30.0))
     assert combined.duration_s == 4.0 and combined.energy_j == pytest.approx(100.0)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(channels=st.integers(1, 5), height=st.integers(1, 12), width=st.integers(1, 12),
+       kh=st.integers(1, 12), kw=st.integers(1, 12), flat_kernel=st.booleans(), flat_image=st.booleans(),
+       dtype=st.sampled_from(["float32", "float64", "int32", "uint8", "int64"]), seed=st.integers(0, 2 ** 16))
+def test_conv2d_is_the_valid_correlation_whatever_the_shapes(channels, height, width, kh, kw, flat_kernel,
+                                                             flat_image, dtype, seed):
+    """conv2d loops in as few numpy calls as the shapes allow, along rows, columns or taps:
+    checked against the plain im2col einsum it replaced, exactly for integers."""
+    from sim_hw.compute_kernels import KernelError, run_kernel
+    rng = np.random.default_rng(seed)
+    channels = 1 if flat_image else channels
+    image = (rng.random((channels, height, width)) * 10).astype(dtype)
+    kernel = (rng.random((kh, kw) if flat_kernel else (channels, kh, kw)) * 10).astype(dtype)
+    inputs = {"image": image[0] if flat_image else image, "kernel": kernel}
+    if kh > height or kw > width:
+        with pytest.raises(KernelError, match="does not fit"):
+            run_kernel("conv2d", inputs, {})
+        return
+    output, ops = run_kernel("conv2d", inputs, {})
+    full_kernel = np.broadcast_to(kernel, (channels, kh, kw)) if flat_kernel else kernel
+    windows = np.lib.stride_tricks.sliding_window_view(image, (kh, kw), axis=(1, 2))
+    expected = np.einsum("chwij,cij->hw", windows, full_kernel)
+    assert output.dtype == expected.dtype and output.shape == expected.shape
+    if dtype.startswith("float"):
+        np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-4)
+    else:
+        assert np.array_equal(output, expected)
+    assert ops == 2.0 * channels * (height - kh + 1) * (width - kw + 1) * kh * kw

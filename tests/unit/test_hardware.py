@@ -121,3 +121,94 @@ def test_every_catalogued_operation_has_a_handler():
     for kind, table in OPERATIONS.items():
         for op in list(table) + list(COMMON):
             assert (getattr(hardware, f"_{kind}_{op}", None) or getattr(hardware, f"_common_{op}", None)), (kind, op)
+
+
+def test_request_limits_are_checked_before_any_work_and_memory_does_not_jump():
+    """Old code ran the einsum of this conv2d over a 1025x1025x1024x1024 window view: many GB."""
+    import psutil
+
+    from sim_hw.compute_kernels import MAX_OPERATIONS, MAX_OUTPUT_BYTES, MAX_SLOW_OPERATIONS
+
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
+    image = np.ones((2048, 2048), dtype=np.float32)
+    kernel = np.ones((1024, 1024), dtype=np.float32)
+    rss_before = psutil.Process().memory_info().rss
+    for precision in ("fp32", "int8"):
+        with pytest.raises(OpError) as error:
+            hardware.call("gpu0", "run", {"kernel": "conv2d", "inputs": {"image": image, "kernel": kernel},
+                                          "precision": precision}, T0 + 1.0)
+        assert error.value.code == "EINVAL"
+        assert "gpu.run: conv2d with output (1025, 1025)" in error.value.message
+        assert f"over the limit of {MAX_SLOW_OPERATIONS:.3g}" in error.value.message
+    assert psutil.Process().memory_info().rss - rss_before < 64 * 1024 * 1024
+    cases = [
+        ("matmul", {"a": np.ones((6000, 1), np.float32), "b": np.ones((1, 6000), np.float32)}, {}, "ENOMEM"),
+        ("matmul", {"a": np.ones((900, 900), np.int32), "b": np.ones((900, 900), np.int32)}, {}, "EINVAL"),
+        ("matmul", {"a": np.ones((900, 900), np.float16), "b": np.ones((900, 900), np.float16)}, {}, "EINVAL"),
+        ("matmul", {"a": np.ones((2200, 2200), np.float32), "b": np.ones((2200, 2200), np.float32)}, {}, "EINVAL"),
+        ("ndi", {"a": np.ones(9_000_000, np.uint8), "b": np.ones(9_000_000, np.uint8)}, {}, "ENOMEM"),
+        ("threshold", {"x": np.ones(40_000_000, np.uint8)}, {"value": 0}, "ENOMEM"),
+        ("mlp", {"x": np.ones((20_000, 4), np.float32),
+                 "weights": [[np.ones((4, 500), np.float32), np.ones(500, np.float32)],
+                             [np.ones((500, 2), np.float32), np.ones(2, np.float32)]]}, {}, "ENOMEM"),
+    ]
+    for kernel_name, inputs, params, code in cases:
+        with pytest.raises(OpError) as error:
+            hardware.call("gpu0", "run", {"kernel": kernel_name, "inputs": inputs, "params": params}, T0 + 1.0)
+        assert error.value.code == code and kernel_name in error.value.message, (kernel_name, error.value.message)
+        blas = kernel_name == "matmul" and inputs["a"].dtype == np.float32
+        limit = MAX_OUTPUT_BYTES if code == "ENOMEM" else (MAX_OPERATIONS if blas else MAX_SLOW_OPERATIONS)
+        assert f"{limit:.3g}" in error.value.message or str(limit) in error.value.message
+    # Just under the slow limit, integer work is done.
+    ints = np.ones((500, 500), np.int32)
+    assert hardware.call("gpu0", "run", {"kernel": "matmul", "inputs": {"a": ints, "b": ints}},
+                         T0 + 1.0).value["output"][0, 0] == 500
+
+
+def test_the_driver_refuses_an_oversized_request_before_it_leaves():
+    """The same check on both sides: against a dead endpoint, EINVAL, not a connection error."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from drivers.gpu import GpuDriver
+    from drivers.transport import TcpTransport
+    gpu = GpuDriver("gpu0", TcpTransport(f"tcp://127.0.0.1:{port}", connect_timeout_s=1), VirtualClock(T0))
+    gpu.state = "up"  # as if probed; the endpoint is gone since
+    gpu.open()
+    huge = np.ones((1024, 1024), dtype=np.float32)
+    with pytest.raises(OSError) as error:
+        gpu.conv2d(np.ones((2048, 2048), np.float32), huge)
+    assert error.value.errno == errno.EINVAL and "over the limit" in str(error.value)
+    with pytest.raises(ConnectionRefusedError):
+        gpu.matmul(huge[:4, :4], huge[:4, :4])
+
+
+@pytest.mark.parametrize("device, op, args", [
+    ("gpu0", "free", {"handle": 10 ** 5000}),
+    ("gpu0", "alloc", {"nbytes": 10 ** 5000}),
+    ("fpga0", "unload", {"slot": 10 ** 5000}),
+    ("storage0", "read_block", {"block": 10 ** 5000}),
+    ("eps0", "set_load", {"name": "x", "power_w": 10 ** 5000}),
+    ("gpu0", "alloc", {"nbytes": -(10 ** 5000)}),
+    ("gpu0", "run", {"kernel": "k" * 5000, "inputs": {}}),
+    ("gpu0", "run", {"kernel": "matmul", "inputs": {}, "precision": "p" * 10 ** 6}),
+])
+def test_huge_values_get_a_clear_einval_or_enomem_not_an_internal_error(device, op, args):
+    """Python refuses to print an int of more than 4300 digits: error messages must not try."""
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
+    with pytest.raises(OpError) as error:
+        hardware.call(device, op, args, T0 + 1.0)
+    assert error.value.code in ("EINVAL", "ENOMEM") and len(error.value.message) < 400
+    with pytest.raises(OpError) as error:
+        hardware.call("gpu0", "status", {}, 10 ** 5000)
+    assert error.value.code == "EINVAL" and "finite number" in error.value.message
+
+
+def test_a_huge_integer_over_an_argument_maximum_is_einval():
+    """Found by the hardware.call fuzz: the message printed the 5000-digit value."""
+    hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
+    for device, op, args in (("imager0", "capture", {"pixels": 10 ** 5000}),
+                             ("laser0", "medium_take", {"max_frames": 10 ** 5000})):
+        with pytest.raises(OpError) as error:
+            hardware.call(device, op, args, T0 + 1.0)
+        assert error.value.code == "EINVAL" and "an integer of 16610 bits" in error.value.message
