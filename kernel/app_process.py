@@ -78,7 +78,8 @@ def _limit_self(limits: dict[str, Any]) -> None:
     address_space = int(limits.get("address_space_bytes", 0))
     if address_space > 0:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    cpu = max(1, math.ceil(float(limits.get("cpu_seconds", 3600.0))))
+    # a backstop past the kernel's own sweep (which kills at the limit, naming it)
+    cpu = math.ceil(float(limits.get("cpu_seconds", 3600.0)) * 1.1) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
