@@ -438,6 +438,9 @@ class Kernel:
         process = self.process(pid)
         if not process.alive:
             raise OSError(errno.ESRCH, f"process {pid} has already ended")
+        self._end(process, reason, restart, code)
+
+    def _end(self, process: Process, reason: str, restart: bool, code: int) -> None:
         if process.kill_reason is None:
             process.kill_reason = reason if reason.startswith(("killed", "kernel", "watchdog", "limit")) \
                 else f"killed: {reason}"
@@ -464,30 +467,29 @@ class Kernel:
         """End every process over its CPU limit, measured from outside while it runs its own
         code: a threaded app's thread CPU clock, an isolated app's OS process (/proc). Also
         raises the exit again into processes that were told to end and still run (an app may
-        catch BaseException). Called by the host's wall-clock CPU sweep and at shutdown;
-        safe from any thread."""
-        for process in self.live():
+        catch BaseException). Called by the host's wall-clock CPU sweep; safe from any thread
+        (it takes no lock that can wait on the clock)."""
+        for process in [p for p in list(self.processes.values()) if p.alive]:  # no lock: never waits
             if process.kill_reason is not None:
                 self._interrupt(process)
                 continue
             limit = process.manifest.limits.cpu_seconds
             if process.os_process is not None:
                 used = process.os_process.cpu_s()
-            elif process.in_syscall or process.cpu_clock_id is None:
-                continue  # the kernel is working for it: charged at its next syscall
             else:
+                charged, mark = process.acct.cpu_s, process.cpu_mark
                 now = app_threads.thread_cpu_s(process.cpu_clock_id)
-                used = None if now is None else process.acct.cpu_s + now - process.cpu_mark
+                if process.in_syscall or now is None:
+                    continue  # the kernel is working for it (charged at its next syscall); or
+                    # it entered one while we read: enter() sets in_syscall before it charges
+                used = charged + now - mark
             if used is None or used <= limit:
                 continue
             reason = f"limit: CPU time {used:.2f} s over {limit:g} s"
             self.counters["cpu_limit_kills"] += 1
             self.events.emit("LIMIT_EXCEEDED", "warning", process.name,
                              f"pid {process.pid} stopped: {reason}", pid=process.pid)
-            try:
-                self.kill(process.pid, reason, restart=False, code=EXIT_LIMIT)
-            except OSError:
-                pass  # it ended meanwhile
+            self._end(process, reason, restart=False, code=EXIT_LIMIT)
 
     def wait(self, pid: int, timeout_s: float | None = None) -> dict[str, Any]:
         """Block (on the clock) until pid ends; its exit code and reason.
@@ -511,6 +513,8 @@ class Kernel:
             raise OSError(errno.EPERM, "syscalls must come from the process's own thread")
         with process.exit_lock:  # from here, no exit is raised into the thread (see kill)
             process.in_syscall = True
+            if process.kill_reason is not None:
+                app_threads.cancel_exit(process.thread_ident)  # ends below, at the boundary
         try:
             self._check_end(process)
             while process.suspended:

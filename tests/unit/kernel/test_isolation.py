@@ -313,3 +313,13 @@ def test_describe_status_names_signals_codes_and_the_cpu_limit():
     assert describe_status(signal.SIGKILL, 0.1, 1.0) == (1, "crashed: OS process killed by SIGKILL")
     assert describe_status(5 << 8, 0.1, 1.0) == (5, "crashed: OS process exited with status 5 before main returned")
     assert describe_status(0, 0.1, 1.0)[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_isolation_campaign():
+    """Every attack of the campaign, a few rounds: each one defended in every round."""
+    from tests.unit.kernel.isolation_campaign import run
+    records = run(rounds=2, seed=7)
+    defended = [r for r in records if not r["attack"].startswith("kill_thread_")]
+    assert defended and all(r["passed"] == r["tried"] for r in defended), defended
