@@ -118,6 +118,29 @@ def test_isolated_app_calls_from_another_thread_are_refused(kernel, signer):
     assert values == [["EPERM"]]
 
 
+def test_malformed_calls_on_the_raw_socket_get_errors_not_the_kernel(kernel, signer):
+    """An isolated app may bypass its proxy and write frames itself: a call to a private name, a
+    call of the wrong shape, a result that cannot be sent: each gets an errno, and the app goes on."""
+    result, values = run_isolated(kernel, signer, """
+        import socket
+        from sim_hw.wire import encode, read_frame
+        raw = socket.socket(fileno=3)
+        calls = [{"name": "_kernel"}, {"name": "__init__"}, {"name": 7}, {"name": "getpid", "args": {}},
+                 {"name": "getpid", "kwargs": {1: 2}}, {"name": "getpid", "args": [1, 2, 3]},
+                 {"name": "sleep", "args": ["1"]}, {"name": "open", "args": [None]},
+                 {"name": "getpid"}]
+        for i, call in enumerate(calls):
+            raw.sendall(encode(dict({"t": "call", "id": i, "args": [], "kwargs": {}}, **call)))
+            reply = read_frame(raw)
+            out(errno.errorcode[reply["errno"]] if reply["t"] == "err" else reply["value"])
+        raw.detach()
+    """)
+    assert result["exit_code"] == 0, result
+    assert values == ["ENOSYS", "ENOSYS", "ENOSYS", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL",
+                      result["pid"]]
+    assert not kernel.events.events("KERNEL_FAULT")
+
+
 # -- whatever the isolated app does, it ends alone -----------------------------------------------
 CRASHES = [
     ("os_exit", "import os\nos._exit(3)", 3, "crashed: OS process exited with status 3"),
