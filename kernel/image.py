@@ -312,6 +312,17 @@ def build_image(app_dir: str | Path, private_key: Ed25519PrivateKey) -> bytes:
                           "signature": signature}, use_bin_type=True)
 
 
+def stored_version(data: bytes) -> str | None:
+    """The manifest version of an image the kernel stored itself (verified when it was
+    installed), read without checking the signature again; None when it cannot be read."""
+    try:
+        document = msgpack.unpackb(data, raw=False)
+        version = document["manifest"]["version"]
+    except Exception:  # noqa: BLE001 - any unreadable image has no version to compare with
+        return None
+    return version if isinstance(version, str) else None
+
+
 def verify_image(data: bytes, keyring: Keyring) -> VerifiedImage:
     """Check an image before anything of it runs.
 

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from drivers.device_tree import DeviceTree
+from kernel import app_threads, isolation
 from kernel.bus import SoftwareBus
 from kernel.events import EventLog
 from kernel.fs import FileSystem
 from kernel.governor import PowerGovernor
-from kernel import app_threads, isolation
-from kernel.image import ImageError, Keyring, VerifiedImage, parse_version, verify_image
+from kernel.image import ImageError, Keyring, VerifiedImage, parse_version, stored_version, verify_image
 from kernel.loader import load_entry, unload
 from kernel.process import Process, ProcessExit
 from sim_hw.clock import ClockRLock, SimClock
@@ -330,8 +330,10 @@ class Kernel:
         old = entry.get("version")
         if not isinstance(old, str):
             try:
-                old = verify_image(self.fs.read_file(path), self.keyring).manifest.version
+                old = stored_version(self.fs.read_file(path))
             except OSError:
+                old = None
+            if old is None:
                 return  # nothing readable to compare with: the new image replaces it
         try:
             older = parse_version(new) < parse_version(old)
