@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from kernel.process import Process, ProcessExit
-from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, encode, read_frame, write_frame
+from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, FrameError, FrameTooLarge, decode_body, encode,
+                         recv_exact, unpack_length, write_frame)
 
 PROTOCOL_VERSION = 1
 GRACE_S = 1.0
 CHILD_FD = 3
 MAX_FRAME_BYTES = DEFAULT_MAX_FRAME_BYTES
+READ_CHUNK_BYTES = 1 << 20
 EXIT_CRASH = 1
 EXIT_LIMIT = 137
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +155,25 @@ class AppOsProcess:
             return None
 
 
+def read_app_frame(channel: socket.socket, max_frame_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any] | None:
+    """The next frame from an app (the wire format), or None at the end of its stream. Memory
+    grows with the bytes that arrived, not with the length announced, so an app announcing
+    64 MiB and sending nothing costs the kernel nothing. Raises FrameTooLarge, FrameError."""
+    header = recv_exact(channel, 4)
+    if header is None:
+        return None
+    length = unpack_length(header)
+    if length > max_frame_bytes:
+        raise FrameTooLarge(f"frame announces {length} bytes; the limit is {max_frame_bytes}")
+    body = bytearray()
+    while len(body) < length:
+        chunk = channel.recv(min(length - len(body), READ_CHUNK_BYTES))
+        if not chunk:
+            raise FrameError(f"connection closed after {len(body)} of {length} bytes")
+        body += chunk
+    return decode_body(body)
+
+
 def describe_status(status: int, cpu_s: float | None, cpu_limit_s: float) -> tuple[int, str]:
     """(exit code, reason) of an app process that ended without returning from main."""
     if os.WIFSIGNALED(status):
@@ -193,8 +214,11 @@ def serve(kernel: Any, process: Process, sys_handle: Any) -> tuple[int, str]:
             pass  # it died before reading: its status below says how
         while True:
             try:
-                frame = read_frame(app.channel, MAX_FRAME_BYTES)
+                frame = read_app_frame(app.channel)
             except FrameError as exc:
+                app.reap()
+                if process.kill_reason is not None or kernel.state == "stopping":
+                    return _ended(kernel, process, app)  # killed in the middle of a frame
                 return _protocol_violation(str(exc))
             except OSError:
                 frame = None

@@ -141,6 +141,28 @@ def test_malformed_calls_on_the_raw_socket_get_errors_not_the_kernel(kernel, sig
     assert not kernel.events.events("KERNEL_FAULT")
 
 
+@pytest.mark.timeout(60)
+def test_a_frame_announced_but_not_sent_costs_the_kernel_no_memory(wall_kernel, signer):
+    """An app announcing a 60 MiB frame and sending 10 bytes: the kernel's memory grows with the
+    bytes that arrived (the wire reader allocated the announced size at once)."""
+    import psutil
+    me = psutil.Process()
+    code = ("import socket, time\ndef main(sys, argv):\n    sys.getpid()\n"
+            "    socket.socket(fileno=3).sendall((60 << 20).to_bytes(4, 'big') + b'x' * 10)\n"
+            "    time.sleep(30)\n")
+    before = me.memory_info().rss
+    pids = [wall_kernel.spawn(isolated_image(signer, code=code, limits={"processes": 3})) for _ in range(3)]
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline and not all(wall_kernel.process(p).acct.syscalls for p in pids):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the announced frames are being read
+    grown_mib = (me.memory_info().rss - before) / 2**20
+    for pid in pids:
+        wall_kernel.kill(pid)
+        assert wall_kernel.wait(pid, 10.0)["reason"] == "killed"
+    assert grown_mib < 60, grown_mib
+
+
 # -- whatever the isolated app does, it ends alone -----------------------------------------------
 CRASHES = [
     ("os_exit", "import os\nos._exit(3)", 3, "crashed: OS process exited with status 3"),
