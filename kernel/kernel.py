@@ -426,8 +426,13 @@ class Kernel:
             self.events.emit("RESTART_LIMIT", "error", process.name, f"{process.name} not restarted: "
                              f"{process.restarts} restarts already", pid=process.pid)
             return
+        try:
+            new_pid = self.spawn(b"", process.argv, process.parent, process.restarts + 1, process.image)
+        except OSError as exc:  # a process limit reached meanwhile, or the kernel stopping
+            self.events.emit("RESTART_FAILED", "error", process.name, f"{process.name} not restarted: "
+                             f"{exc.strerror or exc}", pid=process.pid)
+            return
         self.counters["restarts"] += 1
-        new_pid = self.spawn(b"", process.argv, process.parent, process.restarts + 1, process.image)
         self.events.emit("APP_RESTART", "warning", process.name, f"{process.name} restarted as pid "
                          f"{new_pid} after: {reason}", old_pid=process.pid, pid=new_pid)
 

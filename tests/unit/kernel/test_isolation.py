@@ -368,3 +368,20 @@ def test_the_isolation_campaign():
     records = run(rounds=2, seed=7)
     defended = [r for r in records if not r["attack"].startswith("kill_thread_")]
     assert defended and all(r["passed"] == r["tried"] for r in defended), defended
+
+
+def test_a_restart_over_the_kernels_process_limit_is_an_event_not_a_dead_thread(signer):
+    kernel = make_kernel(signer)
+    with kernel.clock.participant():
+        kernel.boot()
+        crasher = kernel.spawn(signer.image(code="def main(sys, argv):\n    sys.sleep(5.0)\n    raise RuntimeError('x')\n",
+                                            name="crasher", watchdog={"restart": "on-failure"}))
+        kernel.spawn(signer.image(code="def main(sys, argv):\n    sys.sleep(100.0)\n", name="a"))
+        kernel.config = KernelConfig(max_processes=1)  # the other app fills the kernel
+        kernel.wait(crasher)
+        kernel.clock.sleep(1.0)
+        failed = kernel.events.last("RESTART_FAILED")
+        assert failed is not None and "max_processes" in failed.message
+        assert not kernel.events.events("APP_RESTART")
+        assert kernel.process(crasher).reason == "crashed: RuntimeError: x"
+        kernel.shutdown()
