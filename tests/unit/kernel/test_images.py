@@ -137,3 +137,50 @@ def test_install_compares_with_the_stored_image_when_the_table_has_no_version(ke
         kernel.install(image("2.9"))
     assert error.value.errno == errno.EACCES and "3.0.0" in str(error.value)
     kernel.wait(kernel.install(image("3.0.1")))
+
+
+# -- soundness: what passes the grant check never lets an app reach what its signer did not grant ----
+from itertools import product  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from kernel.api import _allowed  # the syscall layer's own pattern check  # noqa: E402
+from kernel.image import AppManifest, Capabilities  # noqa: E402
+
+NAMES = ["".join(p) for n in range(5) for p in product("ab.", repeat=n)]
+PATHS = ["/" + "/".join(p) for n in range(1, 4) for p in product("ab", repeat=n)]
+TOPIC_PATTERN = st.sampled_from(["*", "a", "b", "a.", "a.b", "a*", "a.*", "ab*", "b.a*", ""]).filter(bool)
+PATH_PATTERN = st.sampled_from(["/", "*", "/a", "/a/*", "/a/b", "/b", "/ab", "/a/", "/b/a/*"])
+
+
+def file_allowed(patterns, path):
+    """kernel/api.py's reading of a files capability (prefixes, '*' and '/' for everything)."""
+    for pattern in patterns:
+        prefix = pattern.rstrip("*").rstrip("/") or "/"
+        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(granted=st.lists(TOPIC_PATTERN, max_size=3), wanted=st.lists(TOPIC_PATTERN, max_size=3),
+       granted_files=st.lists(PATH_PATTERN, max_size=3), wanted_files=st.lists(PATH_PATTERN, max_size=3),
+       granted_ports=st.lists(st.sampled_from(["*", "3", "5-9", "1-2"]), max_size=2),
+       wanted_ports=st.lists(st.integers(1, 12), max_size=3))
+def test_an_accepted_manifest_reaches_nothing_its_signer_did_not_grant(
+        granted, wanted, granted_files, wanted_files, granted_ports, wanted_ports):
+    grants = Grants(devices=tuple(granted), publish=tuple(granted), subscribe=tuple(granted),
+                    files=tuple(granted_files), ports=tuple(granted_ports))
+    manifest = AppManifest("app", "1.0.0", "app:main", capabilities=Capabilities(
+        devices=tuple(wanted), publish=tuple(wanted), subscribe=tuple(wanted),
+        files=tuple(wanted_files), ports=tuple(wanted_ports)))
+    if grants.refusal(manifest) is not None:
+        return
+    for name in NAMES:
+        if _allowed(tuple(wanted), name):
+            assert _allowed(tuple(granted), name), (wanted, granted, name)
+    for path in PATHS:
+        if file_allowed(wanted_files, path):
+            assert file_allowed(granted_files, path), (wanted_files, granted_files, path)
+    for port in wanted_ports:
+        assert any(g == "*" or int(g.split("-")[0]) <= port <= int(g.split("-")[-1]) for g in granted_ports)
