@@ -54,6 +54,14 @@ def gone(os_pid: int) -> bool:
     return False
 
 
+def running(kernel: Any, pids: list[int]) -> None:
+    """Wait (wall time) until each app has made its first syscall: it runs its own code."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline and not all(kernel.process(p).acct.syscalls for p in pids):
+        time.sleep(0.01)
+    time.sleep(0.05)
+
+
 def healthy(kernel: Any, signer: Signer) -> bool:
     result, values = run_script(kernel, signer, "out(sys.getpid())")
     return (result["exit_code"] == 0 and values == [result["pid"]] and kernel.state == "running"
@@ -120,9 +128,10 @@ def stop_spinners(signer: Signer, rounds: int) -> list[dict[str, Any]]:
     process-isolated app that ignores SIGTERM."""
     records = []
     deaf = "import signal\ndef main(sys, argv):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
-           "    while True:\n        pass\n"
+           "    sys.getpid()\n    while True:\n        pass\n"
+    spin = "def main(sys, argv):\n    sys.getpid()\n    while True:\n        pass\n"
     for mode in ("thread", "process"):
-        for attack, code in (("kill_spinner", SPIN), ("kill_sigterm_ignorer", deaf)):
+        for attack, code in (("kill_spinner", spin), ("kill_sigterm_ignorer", deaf)):
             if mode == "thread" and attack == "kill_sigterm_ignorer":
                 continue
             kernel = make_kernel(signer, clock=WallClock(1.0, start_utc=T0), satellite_id="CAMP3")
@@ -132,7 +141,7 @@ def stop_spinners(signer: Signer, rounds: int) -> list[dict[str, Any]]:
                 image = isolated_image(signer, code=code, isolation=mode, limits={"processes": rounds + 1})
                 for _ in range(rounds):
                     pid = kernel.spawn(image)
-                    time.sleep(0.2)
+                    running(kernel, [pid])
                     started = time.monotonic()
                     kernel.kill(pid)
                     result = kernel.wait(pid, 30.0)
@@ -140,7 +149,7 @@ def stop_spinners(signer: Signer, rounds: int) -> list[dict[str, Any]]:
                     os_process = kernel.process(pid).os_process
                     passed += result["reason"] == "killed" and (os_process is None or gone(os_process.pid))
                 spinners = [kernel.spawn(image) for _ in range(3)]
-                time.sleep(0.2)
+                running(kernel, spinners)
                 started = time.monotonic()
                 kernel.shutdown(timeout_s=30.0)
                 shutdown_s = time.monotonic() - started
