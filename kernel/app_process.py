@@ -2,7 +2,8 @@
 kernel (kernel/isolation.py) with its socket as fd 3.
 
 It reads the start frame, limits itself (RLIMIT_AS from limits.address_space_bytes, RLIMIT_CPU
-from limits.cpu_seconds, no core files), loads the image's code with the kernel's loader and calls
+from limits.cpu_seconds, no core files, at most limits.threads threads besides the main one:
+`threading.Thread.start` raises OSError(EAGAIN) past it), loads the image's code with the kernel's loader and calls
 `main(sys, argv)` with a `SyscallProxy`: the same methods as the kernel's `Sys`, each one a
 request to the kernel; an error reply is raised as OSError(errno, message), which Python makes
 the matching subclass (FileNotFoundError for ENOENT...). Calls must come from the main thread
@@ -84,6 +85,21 @@ def _limit_self(limits: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _limit_threads(limit: int) -> None:
+    original = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(thread: threading.Thread) -> None:
+        started[:] = [t for t in started if t.is_alive()]
+        if len(started) >= limit:
+            raise OSError(errno.EAGAIN, f"this app may run {limit} threads besides its main thread "
+                                        "(limits.threads)")
+        started.append(thread)
+        original(thread)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+
+
 def _report(channel: socket.socket, message: dict[str, Any]) -> None:
     try:
         channel.sendall(encode(message))
@@ -100,6 +116,7 @@ def main() -> None:
     if not start or start.get("t") != "start":
         os._exit(2)
     _limit_self(start.get("limits", {}))
+    _limit_threads(int(start.get("limits", {}).get("threads", 4)))
     app = start["app"]
     try:
         entry = load_entry(f"_orbitos_app_{os.getpid()}", app, start["code"], start["entry"])

@@ -118,6 +118,17 @@ def test_isolated_app_calls_from_another_thread_are_refused(kernel, signer):
     assert values == [["EPERM"]]
 
 
+def test_an_isolated_app_is_held_to_its_thread_limit_too(kernel, signer):
+    _, values = run_isolated(kernel, signer, """
+        import threading
+        release = threading.Event()
+        for _ in range(3):
+            check(threading.Thread(target=release.wait, daemon=True).start)
+        release.set()
+    """, limits={"threads": 2})
+    assert values == ["ok", "ok", "EAGAIN"]
+
+
 def test_malformed_calls_on_the_raw_socket_get_errors_not_the_kernel(kernel, signer):
     """An isolated app may bypass its proxy and write frames itself: a call to a private name, a
     call of the wrong shape, a result that cannot be sent: each gets an errno, and the app goes on."""
