@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import sys
@@ -73,6 +74,10 @@ class AppOsProcess:
         self.cpu_at_exit_s: float | None = None
         self._lock = threading.Lock()
         self._killer: threading.Timer | None = None
+        try:  # readable when the process ends, even if something it forked keeps the socket open
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
 
     @classmethod
     def start(cls, name: str) -> "AppOsProcess":
@@ -92,6 +97,23 @@ class AppOsProcess:
         finally:
             app_end.close()
         return cls(pid, kernel_end)
+
+    def wait_readable(self) -> bool:
+        """Block until the app sent something (True) or its process ended (False)."""
+        if self._pidfd is None:
+            return True
+        poller = select.poll()
+        poller.register(self.channel, select.POLLIN)
+        poller.register(self._pidfd, select.POLLIN)
+        while True:
+            try:
+                ready = dict(poller.poll())
+            except InterruptedError:
+                continue
+            if ready.get(self.channel.fileno()):
+                return True
+            if ready:
+                return False
 
     # -- ending --------------------------------------------------------------------------------
     def signal(self, signum: int) -> None:
@@ -120,23 +142,26 @@ class AppOsProcess:
             self.channel.close()
         except OSError:
             pass
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if self.status is not None:
             return self.status
         deadline = time.monotonic() + grace_s
-        while True:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-            if pid == self.pid:
-                break
+        # wait for its exit without reaping it: while it is a zombie its pid and process group
+        # id cannot be reused, so the group can be killed safely
+        while os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             if time.monotonic() >= deadline:
                 self.signal(signal.SIGKILL)
-                pid, status, usage = os.wait4(self.pid, 0)
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
                 break
             time.sleep(0.005)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)  # whatever it started in its group goes too
-        except (ProcessLookupError, PermissionError):
-            pass
         with self._lock:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # whatever it started in its group goes too
+            except (ProcessLookupError, PermissionError):
+                pass
+            _, status, usage = os.wait4(self.pid, 0)
             self.status = status
             self.cpu_at_exit_s = usage.ru_utime + usage.ru_stime
             if self._killer is not None:
@@ -214,7 +239,7 @@ def serve(kernel: Any, process: Process, sys_handle: Any) -> tuple[int, str]:
             pass  # it died before reading: its status below says how
         while True:
             try:
-                frame = read_app_frame(app.channel)
+                frame = read_app_frame(app.channel) if app.wait_readable() else None
             except FrameError as exc:
                 app.reap()
                 if process.kill_reason is not None or kernel.state == "stopping":

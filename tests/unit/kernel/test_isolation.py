@@ -48,11 +48,12 @@ def wall_kernel(signer):
 
 
 def gone(os_pid):
+    """No such process, or a zombie (ended, waiting for whoever adopted it to reap it)."""
     try:
-        os.kill(os_pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{os_pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
         return True
-    return False
 
 
 # -- the same syscalls, another OS process ---------------------------------------------------------
@@ -215,6 +216,34 @@ def test_a_crashed_isolated_app_is_restarted_per_policy(kernel, signer):
         kernel.clock.sleep(1.0)
     assert len(kernel.events.events("APP_RESTART")) == 2
     assert all(p["exit_code"] == 7 for p in kernel.ps())
+
+
+def test_what_an_isolated_app_forks_ends_with_it(kernel, signer):
+    result, values = run_isolated(kernel, signer, """
+        import os, time
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        out(child)
+    """)
+    assert result["exit_code"] == 0
+    deadline = time.monotonic() + 10.0
+    while not gone(values[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(values[0])  # its process group was killed
+
+
+@pytest.mark.timeout(60)
+def test_an_isolated_app_whose_fork_keeps_its_socket_still_ends_when_it_dies(kernel, signer):
+    result, values = run_isolated(kernel, signer, """
+        import os, time
+        if os.fork() == 0:
+            time.sleep(60)  # holds the socket open
+            os._exit(0)
+        os._exit(4)
+    """, watchdog={"restart": "never"})
+    assert result["exit_code"] == 4 and result["reason"].startswith("crashed: OS process exited with status 4")
 
 
 @pytest.mark.timeout(60)
