@@ -1,10 +1,10 @@
 """The app side of a process-isolated app: `python -m kernel.app_process NAME`, started by the
 kernel (kernel/isolation.py) with its socket as fd 3.
 
-It reads the start frame, limits itself (RLIMIT_AS from limits.address_space_bytes, RLIMIT_CPU
-from limits.cpu_seconds, no core files, at most limits.threads threads besides the main one:
-`threading.Thread.start` raises OSError(EAGAIN) past it), loads the image's code with the kernel's loader and calls
-`main(sys, argv)` with a `SyscallProxy`: the same methods as the kernel's `Sys`, each one a
+It reads the start frame, limits itself (RLIMIT_AS from limits.address_space_bytes,
+RLIMIT_CPU from limits.cpu_seconds, no core files, at most limits.threads threads besides the
+main one: `threading.Thread.start` raises OSError(EAGAIN) past it), loads the image's code with
+the kernel's loader and calls `main(sys, argv)` with a `SyscallProxy`: the same methods as the kernel's `Sys`, each one a
 request to the kernel; an error reply is raised as OSError(errno, message), which Python makes
 the matching subclass (FileNotFoundError for ENOENT...). Calls must come from the main thread
 (EPERM otherwise, as in the threaded mode). When main returns it reports {"t": "done", "code"};
@@ -62,7 +62,8 @@ class SyscallProxy:
             except FrameTooLarge as exc:
                 raise OSError(errno.EMSGSIZE, f"{name}: {exc}") from None
             except (TypeError, ValueError) as exc:
-                raise OSError(errno.EINVAL, f"{name}: an argument cannot be sent to the kernel: {exc}") from None
+                raise OSError(errno.EINVAL, f"{name}: an argument cannot be sent to the kernel: "
+                                            f"{exc}") from None
             try:
                 self._channel.sendall(frame)
                 reply = read_frame(self._channel, DEFAULT_MAX_FRAME_BYTES)

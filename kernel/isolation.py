@@ -203,7 +203,10 @@ def describe_status(status: int, cpu_s: float | None, cpu_limit_s: float) -> tup
     """(exit code, reason) of an app process that ended without returning from main."""
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
         if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_s is not None
                                         and cpu_s >= cpu_limit_s):
             return EXIT_LIMIT, f"limit: CPU time {cpu_s or 0.0:.2f} s over {cpu_limit_s:g} s ({name})"

@@ -396,7 +396,8 @@ def test_describe_status_names_signals_codes_and_the_cpu_limit():
     import signal
     assert describe_status(signal.SIGXCPU, 2.0, 1.0) == (137, "limit: CPU time 2.00 s over 1 s (SIGXCPU)")
     assert describe_status(signal.SIGKILL, 0.1, 1.0) == (1, "crashed: OS process killed by SIGKILL")
-    assert describe_status(5 << 8, 0.1, 1.0) == (5, "crashed: OS process exited with status 5 before main returned")
+    assert describe_status(5 << 8, 0.1, 1.0) == (
+        5, "crashed: OS process exited with status 5 before main returned")
     assert describe_status(0, 0.1, 1.0)[0] == 0
 
 
@@ -414,8 +415,8 @@ def test_a_restart_over_the_kernels_process_limit_is_an_event_not_a_dead_thread(
     kernel = make_kernel(signer)
     with kernel.clock.participant():
         kernel.boot()
-        crasher = kernel.spawn(signer.image(code="def main(sys, argv):\n    sys.sleep(5.0)\n    raise RuntimeError('x')\n",
-                                            name="crasher", watchdog={"restart": "on-failure"}))
+        crash = "def main(sys, argv):\n    sys.sleep(5.0)\n    raise RuntimeError('x')\n"
+        crasher = kernel.spawn(signer.image(code=crash, name="crasher", watchdog={"restart": "on-failure"}))
         kernel.spawn(signer.image(code="def main(sys, argv):\n    sys.sleep(100.0)\n", name="a"))
         kernel.config = KernelConfig(max_processes=1)  # the other app fills the kernel
         kernel.wait(crasher)
