@@ -186,7 +186,7 @@ def kills_during_syscalls(signer: Signer, rounds: int, seed: int) -> list[dict[s
         kernel.boot()
         image = isolated_image(signer, code=WRITER, name="victim", isolation="thread")
         for _ in range(rounds):
-            pid = kernel.spawn(image, [str(rng.choice([0, 1000, 100_000]))])
+            pid = kernel.spawn(image, [str(rng.choice([0, 100_000, 1_000_000]))])
             time.sleep(rng.uniform(0.0, 0.1))
             kernel.kill(pid)
             kernel.wait(pid, 30.0)
