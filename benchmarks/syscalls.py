@@ -5,6 +5,10 @@ baseline, same run), a null syscall (`getpid`), open/read/close of a 100-byte fi
 publish + recv of a small message to itself. One JSON line per figure with the ratio to the
 baseline. The kernel runs on a virtual clock: no simulated waits inflate the figures.
 
+Then the same app with `isolation = "process"` (its own OS process, each syscall a request over
+a socket pair): one JSON line per figure with the ratio to the same figure of the threaded app
+in the same run, and the time to start one app of each kind.
+
 Then the scale figure: N apps (each sleeping 60 s three times) on one kernel, against N bare
 Python threads with the same stack size blocked on an event, in the same run: memory per
 process, spawn time, and wall time per simulated minute with all of them waking.
@@ -27,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kernel.image import Keyring, build_image, generate_key, load_private_key  # noqa: E402
-from kernel.kernel import Kernel  # noqa: E402
+from kernel.kernel import Kernel, KernelConfig  # noqa: E402
 from sim_hw.clock import VirtualClock  # noqa: E402
 from sim_hw.profile import load_profile  # noqa: E402
 
@@ -108,7 +112,7 @@ def scale(kernel_image: bytes, keyring: Keyring, count: int) -> dict:
     baseline_bytes = bare_threads(count, 512 * 1024)
     clock = VirtualClock(1_780_272_000.0)
     kernel = Kernel(load_profile(ROOT / "examples" / "profiles" / "three-body.toml"), clock, keyring,
-                    satellite_id="SCALE")
+                    satellite_id="SCALE", config=KernelConfig(max_processes=count))
     with clock.participant():
         kernel.boot()
         before = rss_bytes()
@@ -129,40 +133,65 @@ def scale(kernel_image: bytes, keyring: Keyring, count: int) -> dict:
             "wall_s_per_simulated_minute": run_s / (200.0 / 60.0)}
 
 
+def run_app(image: bytes, keyring: Keyring, repeats: int) -> tuple[dict, float]:
+    """The figures the app measured, and the wall seconds from spawn to its first syscall."""
+    clock = VirtualClock(1_780_272_000.0)
+    kernel = Kernel(load_profile(ROOT / "examples" / "profiles" / "three-body.toml"), clock,
+                    keyring, satellite_id="BENCH")
+    with clock.participant():
+        kernel.boot()
+        feed = kernel.bus.subscribe("bench.out", 4, lambda: None)
+        started = time.perf_counter()
+        pid = kernel.spawn(image, [str(repeats)])
+        while kernel.process(pid).acct.syscalls == 0 and kernel.process(pid).alive \
+                and time.perf_counter() - started < 60.0:
+            time.sleep(0.0005)
+        start_s = time.perf_counter() - started
+        result = kernel.wait(pid, 10**9)
+        if result["exit_code"] != 0:
+            raise SystemExit(f"benchmark app failed: {result['reason']}")
+        figures = kernel.bus.take(feed)["data"]
+        kernel.shutdown()
+    return figures, start_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
-    (work / "app").mkdir()
-    (work / "app" / "app.py").write_text(APP)
-    (work / "app" / "manifest.toml").write_text(MANIFEST)
     generate_key(work / "bench.key")
     key = load_private_key(work / "bench.key")
-    image = build_image(work / "app", key)
-    clock = VirtualClock(1_780_272_000.0)
-    kernel = Kernel(load_profile(ROOT / "examples" / "profiles" / "three-body.toml"), clock,
-                    Keyring([key.public_key()]), satellite_id="BENCH")
-    with clock.participant():
-        kernel.boot()
-        feed = kernel.bus.subscribe("bench.out", 4, lambda: None)
-        pid = kernel.spawn(image, [str(args.repeats)])
-        result = kernel.wait(pid, 10**9)
-        if result["exit_code"] != 0:
-            raise SystemExit(f"benchmark app failed: {result['reason']}")
-        figures = kernel.bus.take(feed)["data"]
-        kernel.shutdown()
+    keyring = Keyring([key.public_key()])
+    images = {}
+    for isolation in ("thread", "process"):
+        (work / isolation).mkdir()
+        (work / isolation / "app.py").write_text(APP)
+        (work / isolation / "manifest.toml").write_text(f'isolation = "{isolation}"\n' + MANIFEST)
+        images[isolation] = build_image(work / isolation, key)
+    figures, thread_start_s = run_app(images["thread"], keyring, args.repeats)
     baseline = figures.pop("baseline")
     for figure, ns in figures.items():
         print(json.dumps({"benchmark": "syscalls", "figure": figure, "ns_per_call": ns,
                           "baseline": "plain Python function call", "baseline_ns_per_call": baseline,
                           "ratio": ns / baseline, "repeats": args.repeats}), flush=True)
+    isolated, process_start_s = run_app(images["process"], keyring, args.repeats)
+    isolated.pop("baseline")
+    for figure, ns in isolated.items():
+        print(json.dumps({"benchmark": "syscalls", "figure": f"isolated_{figure}", "ns_per_call": ns,
+                          "baseline": f"{figure} of a threaded app, same run",
+                          "baseline_ns_per_call": figures[figure], "ratio": ns / figures[figure],
+                          "repeats": args.repeats}), flush=True)
+    print(json.dumps({"benchmark": "syscalls", "figure": "isolated_start", "ms": process_start_s * 1e3,
+                      "baseline": "start of a threaded app, same run",
+                      "baseline_ms": thread_start_s * 1e3, "ratio": process_start_s / thread_start_s}),
+          flush=True)
     (work / "sleeper").mkdir()
     (work / "sleeper" / "app.py").write_text(SLEEPER)
-    (work / "sleeper" / "manifest.toml").write_text(MANIFEST.replace('"bench"', '"sleeper"'))
-    print(json.dumps(scale(build_image(work / "sleeper", key), Keyring([key.public_key()]),
-                           args.processes)), flush=True)
+    (work / "sleeper" / "manifest.toml").write_text(
+        MANIFEST.replace('"bench"', '"sleeper"') + f"processes = {args.processes}\n")
+    print(json.dumps(scale(build_image(work / "sleeper", key), keyring, args.processes)), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,25 @@ image: one msgpack document
 
 The signature covers the canonical bytes of ["orbitos-app-image/1", manifest as sorted JSON,
 [[path, code], ...] sorted by path]: changing any byte of the manifest or the code breaks it.
-`verify_image(data, keyring)` checks format, signer and signature before anything is loaded.
-Keys are PEM files (PKCS#8 private, SubjectPublicKeyInfo public); a key's id is the first 16 hex
-digits of the SHA-256 of its raw public bytes. Crypto is `cryptography`'s, nothing home-made.
+`verify_image(data, keyring)` checks format, signer and signature before anything is loaded,
+then that the manifest asks for no capability its signer may not grant: each keyring entry
+carries `Grants` (devices, topics, files, ports patterns and flags; everything by default, so a
+keyring of bare keys keeps working). Keys are PEM files (PKCS#8 private, SubjectPublicKeyInfo
+public); a key's id is the first 16 hex digits of the SHA-256 of its raw public bytes; a key's
+grants are a TOML file beside its `.pub` (`dev.pub` -> `dev.grants.toml`). Crypto is
+`cryptography`'s, nothing home-made. A manifest's version is dotted integers ("1.4.2"),
+compared as integers (`parse_version`) by the kernel's anti-rollback check at install.
 
-Errors: `ImageError`, an OSError with EACCES (unsigned, unknown signer, bad signature, tampered)
-or EINVAL (malformed image or manifest), whose message says which.
+Errors: `ImageError`, an OSError with EACCES (unsigned, unknown signer, bad signature, tampered,
+a capability its signer may not grant) or EINVAL (malformed image, manifest or grants), whose
+message says which.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +43,7 @@ IMAGE_VERSION = 1
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 PriorityClass = Literal["essential", "high", "normal", "low"]
 PRIORITY_ORDER = ("essential", "high", "normal", "low")
+_VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}")
 
 
 class ImageError(OSError):
@@ -67,6 +75,8 @@ class Limits:
     threads: int = bounded(4, ge=0, doc="threads the app may start besides its main thread")
     unsynced_bytes_per_file: int = bounded(1 << 20, ge=0, doc="bytes written and not yet synced, per open file")
     log_events_per_s: float = bounded(10.0, gt=0.0, doc="events the app may log per second (burst: 10 s worth)")
+    address_space_bytes: int = bounded(4 << 30, ge=0, doc="address space of a process-isolated app's "
+                                       "OS process (RLIMIT_AS); 0: no limit")
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class AppManifest:
         if not module or not function or not (module.replace(".", "_").isidentifier()
                                                and function.isidentifier()):
             raise ValueError(f"entry {self.entry!r} must be 'module:function'")
+        parse_version(self.version)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -106,6 +117,90 @@ class VerifiedImage:
     code: dict[str, bytes]
     signer: str
     digest: str  # SHA-256 of the signed bytes
+
+
+def parse_version(version: Any) -> tuple[int, ...]:
+    """A manifest version as integers, for comparison: "1.10.0" -> (1, 10, 0), so 1.10 > 1.9.
+    Trailing zeros do not count ("1.0" == "1.0.0"). Raises ValueError naming the version when it
+    is not 1-8 dot-separated integers."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ValueError(f"version {version!r} must be dotted integers such as '1.4.2'")
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What a signer may grant the apps it signs: a keyring entry's ceiling on manifests.
+
+    Pattern entries work as in `Capabilities` ("*" alone: anything; "hk.*": that prefix); a file
+    entry covers itself and everything below it; ports are "N", "N-M" or "*". `threads`: whether
+    its apps may run as threads in the kernel's own interpreter (false: only `isolation =
+    "process"`). The default grants everything, so keyrings of bare keys keep working."""
+
+    devices: tuple[str, ...] = ("*",)
+    publish: tuple[str, ...] = ("*",)
+    subscribe: tuple[str, ...] = ("*",)
+    files: tuple[str, ...] = ("*",)
+    ports: tuple[str, ...] = ("*",)
+    isl_send: bool = True
+    submit: bool = True
+    spawn: bool = True
+    kill: bool = True
+    threads: bool = True
+
+    def __post_init__(self) -> None:
+        for entry in self.ports:
+            low, _, high = entry.partition("-")
+            if entry != "*" and not (low.isdigit() and (not high or high.isdigit())):
+                raise ValueError(f"port grant {entry!r} must be 'N', 'N-M' or '*'")
+
+    def refusal(self, manifest: "AppManifest") -> str | None:
+        """What of the manifest these grants do not cover ("devices 'gpu0'"), or None."""
+        wanted = manifest.capabilities
+        for kind in ("devices", "publish", "subscribe"):
+            for pattern in getattr(wanted, kind):
+                if not any(_pattern_covers(granted, pattern) for granted in getattr(self, kind)):
+                    return f"{kind} {pattern!r}"
+        for path in wanted.files:
+            if not any(_path_covers(granted, path) for granted in self.files):
+                return f"files {path!r}"
+        for port in wanted.ports:
+            if not any(_port_covers(granted, port) for granted in self.ports):
+                return f"ports {port}"
+        for flag in ("isl_send", "submit", "spawn", "kill"):
+            if getattr(wanted, flag) and not getattr(self, flag):
+                return f"{flag} = true"
+        if manifest.isolation == "thread" and not self.threads:
+            return 'isolation = "thread" (its apps must run with isolation = "process")'
+        return None
+
+
+def _pattern_covers(granted: str, requested: str) -> bool:
+    if granted == "*" or granted == requested:
+        return True
+    return granted.endswith("*") and requested.startswith(granted[:-1])
+
+
+def _file_prefix(pattern: str) -> str:
+    return pattern.rstrip("*").rstrip("/") or "/"  # as the syscall layer reads a files entry
+
+
+def _path_covers(granted: str, requested: str) -> bool:
+    granted, requested = _file_prefix(granted), _file_prefix(requested)
+    return granted == "/" or requested == granted or requested.startswith(granted + "/")
+
+
+def _port_covers(granted: str, port: int) -> bool:
+    if granted == "*":
+        return True
+    low, _, high = granted.partition("-")
+    return int(low) <= port <= int(high or low)
+
+
+ALL_GRANTS = Grants()
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -139,18 +234,26 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 class Keyring:
-    """The public keys a kernel trusts, by key id."""
+    """The public keys a kernel trusts, by key id, each with the capabilities it may grant
+    (`grants`: key id -> Grants; a key without an entry grants everything)."""
 
-    def __init__(self, keys: list[Ed25519PublicKey] | None = None) -> None:
+    def __init__(self, keys: list[Ed25519PublicKey] | None = None,
+                 grants: dict[str, Grants] | None = None) -> None:
         self.keys = {key_id(k): k for k in keys or []}
+        self.grants = dict(grants or {})
+
+    def grants_of(self, signer: str) -> Grants:
+        return self.grants.get(signer, ALL_GRANTS)
 
     @classmethod
     def from_files(cls, paths: list[str | Path]) -> "Keyring":
-        """Load PEM public keys (.pub files, or directories of them).
+        """Load PEM public keys (.pub files, or directories of them), each with the grants of the
+        `<stem>.grants.toml` beside it when there is one (everything otherwise).
 
-        Raises ImageError(EINVAL) naming a file that is not an Ed25519 public key.
+        Raises ImageError(EINVAL) naming a file that is not an Ed25519 public key or not valid
+        grants.
         """
-        keys = []
+        keys, grants = [], {}
         for path in paths:
             path = Path(path)
             for file in sorted(path.glob("*.pub")) if path.is_dir() else [path]:
@@ -161,7 +264,18 @@ class Keyring:
                 if not isinstance(key, Ed25519PublicKey):
                     raise ImageError(errno.EINVAL, f"{file}: not an Ed25519 public key")
                 keys.append(key)
-        return cls(keys)
+                grants_file = file.with_suffix(".grants.toml")
+                if grants_file.exists():
+                    grants[key_id(key)] = read_grants(grants_file)
+        return cls(keys, grants)
+
+
+def read_grants(path: str | Path) -> Grants:
+    """A keyring entry's grants from TOML. Raises ImageError(EINVAL) naming the file and field."""
+    try:
+        return build_spec(Grants, read_toml(path), str(path))
+    except ConfigError as exc:
+        raise ImageError(errno.EINVAL, str(exc)) from None
 
 
 def _signed_bytes(manifest: dict[str, Any], code: dict[str, bytes]) -> bytes:
@@ -198,11 +312,23 @@ def build_image(app_dir: str | Path, private_key: Ed25519PrivateKey) -> bytes:
                           "signature": signature}, use_bin_type=True)
 
 
+def stored_version(data: bytes) -> str | None:
+    """The manifest version of an image the kernel stored itself (verified when it was
+    installed), read without checking the signature again; None when it cannot be read."""
+    try:
+        document = msgpack.unpackb(data, raw=False)
+        version = document["manifest"]["version"]
+    except Exception:  # noqa: BLE001 - any unreadable image has no version to compare with
+        return None
+    return version if isinstance(version, str) else None
+
+
 def verify_image(data: bytes, keyring: Keyring) -> VerifiedImage:
     """Check an image before anything of it runs.
 
     Raises ImageError: EINVAL for something that is not a well-formed image, EACCES for an image
-    that is unsigned, signed by a key not in the keyring, or whose bytes do not match the signature.
+    that is unsigned, signed by a key not in the keyring, whose bytes do not match the signature,
+    or whose manifest asks for a capability its signer may not grant (the message names it).
     """
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_IMAGE_BYTES:
         raise ImageError(errno.EINVAL, f"an image is at most {MAX_IMAGE_BYTES} bytes of msgpack")
@@ -235,4 +361,8 @@ def verify_image(data: bytes, keyring: Keyring) -> VerifiedImage:
         manifest = build_spec(AppManifest, manifest_dict, "image manifest")
     except ConfigError as exc:
         raise ImageError(errno.EINVAL, str(exc)) from None
+    refused = keyring.grants_of(signer).refusal(manifest)
+    if refused is not None:
+        raise ImageError(errno.EACCES, f"image of {manifest.name!r} asks for {refused}, which its "
+                                       f"signer {signer} may not grant")
     return VerifiedImage(manifest, dict(code), signer, hashlib.sha256(signed).hexdigest())

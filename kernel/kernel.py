@@ -17,11 +17,14 @@ step and every failure is an event.
 Processes run in their own threads (participants of the clock, small stacks). Every blocking
 syscall waits on the clock through `block()`, so a virtual clock sees when all are idle, and a
 kill, a safe-mode resume or a bus delivery wakes the process through its wakeup event.
-Python cannot preempt a thread: a process is ended (killed, over a limit, shut down) when it
-next enters a syscall or is woken in one.
+A process is ended (killed, over a limit, shut down) at its next syscall, at once if it waits in
+one, and otherwise by raising ProcessExit into its thread at the next bytecode boundary
+(kernel/app_threads.py); an app with `isolation = "process"` runs in its own OS process served
+by its kernel thread (kernel/isolation.py) and is ended by SIGTERM, then SIGKILL after a grace.
+CPU limits are enforced at each syscall and by a wall-clock sweep (`enforce_cpu_limits`).
 
 Errors of the public methods: ImageError (EACCES, EINVAL) for images; OSError ESRCH for an
-unknown pid, ETIMEDOUT for a wait that times out.
+unknown pid, ETIMEDOUT for a wait that times out, EAGAIN for a spawn over a process limit.
 """
 from __future__ import annotations
 
@@ -34,11 +37,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from drivers.device_tree import DeviceTree
+from kernel import app_threads, isolation
 from kernel.bus import SoftwareBus
 from kernel.events import EventLog
 from kernel.fs import FileSystem, normalize
 from kernel.governor import PowerGovernor
-from kernel.image import ImageError, Keyring, VerifiedImage, verify_image
+from kernel.image import ImageError, Keyring, VerifiedImage, parse_version, stored_version, verify_image
 from kernel.loader import load_entry, unload
 from kernel.process import Process, ProcessExit
 from kernel.services import SupervisedService, SupervisionPolicy, start_system_services
@@ -64,6 +68,7 @@ class StartupEntry:
 
     image: str
     argv: tuple[str, ...] = ()
+    version: str | None = None  # the installed image's version, for anti-rollback
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class KernelConfig:
     safe_mode_period_s: float = 10.0
     supervision: SupervisionPolicy = SupervisionPolicy()
     thread_stack_bytes: int = 512 * 1024
+    max_processes: int = 512  # processes alive at once on this kernel, all apps together
     startup: tuple[StartupEntry, ...] = ()
 
 
@@ -117,7 +123,8 @@ class Kernel:
         self.processes: dict[int, Process] = {}
         self.ports: dict[int, PortBinding] = {}
         self.counters = {"syscalls": 0, "denials": 0, "spawned": 0, "refused_images": 0,
-                         "restarts": 0, "safe_mode_entries": 0, "isl_sent": 0, "restart_requests": 0}
+                         "restarts": 0, "safe_mode_entries": 0, "isl_sent": 0, "restart_requests": 0,
+                         "spawn_refusals": 0, "exit_requests": 0, "cpu_limit_kills": 0}
         self.boot_utc_s = clock.now()
         self.state = "new"
         self._pids = itertools.count(100)
@@ -198,11 +205,15 @@ class Kernel:
             return
         self.state = "stopping"
         for process in self.live():
-            self.kill(process.pid, "kernel shutdown", restart=False)
+            try:
+                self.kill(process.pid, "kernel shutdown", restart=False)
+            except OSError:
+                pass  # it ended meanwhile
         self._stop.set()
         for process in list(self.processes.values()):
             if not process.exited.is_set():
                 self.clock.wait(process.exited, timeout_s)
+        app_threads.CpuSweeper.shared().forget(self)
         self.events.emit("SHUTDOWN", "info", "kernel", f"{self.satellite_id} stopped")
         self.state = "stopped"
         if self.tree is not None:
@@ -237,6 +248,7 @@ class Kernel:
                                  f"home directory not created: {exc}")
         now = self.clock.now()
         with self._lock:
+            self._check_process_limits(verified)
             pid = next(self._pids)
             process = Process(pid, verified, tuple(argv), parent, self.clock.event(), self.clock.event(),
                               now, restarts=restarts, last_progress_utc_s=now)
@@ -245,6 +257,7 @@ class Kernel:
             self.counters["spawned"] += 1
         self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
                          f"started as pid {pid}", pid=pid, signer=verified.signer)  # before it runs
+        app_threads.CpuSweeper.shared().watch(self)
         with _STACK_LOCK:
             previous = threading.stack_size(self.config.thread_stack_bytes)
             try:
@@ -252,6 +265,23 @@ class Kernel:
             finally:
                 threading.stack_size(previous)
         return pid
+
+    def _check_process_limits(self, verified: VerifiedImage) -> None:
+        """Raises OSError(EAGAIN) naming the limit when one more process of this app would be
+        over its manifest's limits.processes or the kernel's max_processes (an event too)."""
+        name = verified.manifest.name
+        live = [p for p in self.processes.values() if p.alive]
+        same = sum(1 for p in live if p.name == name)
+        if same >= verified.manifest.limits.processes:
+            why = (f"{name} already runs {same} processes, its limit (limits.processes = "
+                   f"{verified.manifest.limits.processes})")
+        elif len(live) >= self.config.max_processes:
+            why = f"{self.satellite_id} already runs {len(live)} processes, its limit (max_processes)"
+        else:
+            return
+        self.counters["spawn_refusals"] += 1
+        self.events.emit("SPAWN_REFUSED", "warning", name, f"{name} not started: {why}")
+        raise OSError(errno.EAGAIN, f"{name} not started: {why}")
 
     def _verify(self, image: bytes) -> VerifiedImage:
         """Raises ImageError after recording an APP_REFUSED event."""
@@ -270,7 +300,9 @@ class Kernel:
         before the app starts, so an install that returned survives a crash of the host.
         Installing an app of the same name again replaces it in the table. Raises ImageError as
         `spawn` does, OSError(ENODEV) when the satellite has no file system, ENOSPC or EIO when it
-        cannot keep the image (nothing is started then), ESHUTDOWN."""
+        cannot keep the image (nothing is started then), ESHUTDOWN. Anti-rollback: an image older
+        than the installed version of the same app (versions compared as dotted integers) is
+        refused with ImageError(EACCES) naming both versions; the same version may be reinstalled."""
         if self.state not in ("running", "booting"):
             raise OSError(errno.ESHUTDOWN, f"kernel is {self.state}")
         verified = self._verify(image)
@@ -281,14 +313,44 @@ class Kernel:
         # across a clock wait stalls a virtual clock. The install lock is clock-aware.
         with self._install_lock:
             entries, _ = self._read_installed_table()
-            table = [{"image": e.image, "argv": list(e.argv)} for e in entries if e.image != path]
-            table.append({"image": path, "argv": list(argv)})
+            self._refuse_rollback(verified, path, entries)
+            table = [{"image": e.image, "argv": list(e.argv), **({"version": e.version} if e.version else {})}
+                     for e in entries if e.image != path]
+            table.append({"image": path, "argv": list(argv), "version": verified.manifest.version})
             self.fs.write_file(path, image, "kernel", None)
             self.fs.mkdir("/etc", "kernel", parents=True)
             self.fs.write_file(INSTALLED_TABLE, json.dumps(table).encode(), "kernel", None)
         self.events.emit("APP_INSTALLED", "info", "kernel", f"{verified.manifest.name} installed at "
                          f"{path}, starts at every boot", image=path)
         return self.spawn(b"", argv, verified=verified)
+
+    def _refuse_rollback(self, verified: VerifiedImage, path: str, installed: list[StartupEntry]) -> None:
+        """Raises ImageError(EACCES) (and records APP_REFUSED) when `verified` is older than the
+        installed version at `path`: the table's version, or the stored image's for a table
+        written before versions were recorded."""
+        name, new = verified.manifest.name, verified.manifest.version
+        entry = next((e for e in installed if e.image == path), None)
+        if entry is None:
+            return
+        old = entry.version
+        if old is None:
+            try:
+                old = stored_version(self.fs.read_file(path))
+            except OSError:
+                old = None
+            if old is None:
+                return  # nothing readable to compare with: the new image replaces it
+        try:
+            older = parse_version(new) < parse_version(old)
+        except ValueError:
+            return
+        if older:
+            self.counters["refused_images"] += 1
+            message = (f"{name} {new} is older than the installed {name} {old}: not installed "
+                       "(anti-rollback)")
+            self.events.emit("APP_REFUSED", "error", "kernel", f"image refused: {message}",
+                             errno=errno.EACCES)
+            raise ImageError(errno.EACCES, message)
 
     def _installed_entries(self) -> list[StartupEntry]:
         """The valid entries of the installed-apps table; each one skipped is an event
@@ -344,7 +406,7 @@ class Kernel:
         """One table entry, checked. Raises ValueError naming what is wrong."""
         if not isinstance(item, dict):
             raise ValueError(f"not a map but {type(item).__name__}")
-        unknown = sorted(str(k)[:40] for k in item if k not in ("image", "argv"))
+        unknown = sorted(str(k)[:40] for k in item if k not in ("image", "argv", "version"))
         if unknown:
             raise ValueError(f"unknown field {unknown[0]!r}")
         image, argv = item.get("image"), item.get("argv", [])
@@ -359,26 +421,37 @@ class Kernel:
             raise ValueError(f"image {image!r} is a {kind}, not a file")
         if not isinstance(argv, list) or len(argv) > MAX_ARGV or not all(isinstance(a, str) for a in argv):
             raise ValueError(f"'argv' must be a list of at most {MAX_ARGV} strings")
-        return StartupEntry(image, tuple(argv))
+        version = item.get("version")
+        if version is not None and (not isinstance(version, str) or len(version) > 64):
+            raise ValueError("'version' must be a string of at most 64 characters")
+        return StartupEntry(image, tuple(argv), version)
 
     def _run(self, process: Process) -> None:
         from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
 
-        process.thread_ident = threading.get_ident()
+        app_threads.register_main(process)
         process.cpu_mark = time.thread_time()  # CPU accounting, not simulated time
         code, reason = 0, "exited"
         try:
-            entry = load_entry(process.package, process.name, process.image.code,
-                               process.manifest.entry)
-            result = entry(Sys(self, process), list(process.argv))
-            code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+            if process.manifest.isolation == "process":
+                code, reason = isolation.serve(self, process, Sys(self, process))
+            else:
+                entry = load_entry(process.package, process.name, process.image.code,
+                                   process.manifest.entry)
+                result = entry(Sys(self, process), list(process.argv))
+                code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        except app_threads.AsyncProcessExit:
+            code, reason = process.kill_code, process.kill_reason or "killed"
         except ProcessExit as exc:
             code, reason = exc.code, exc.reason
         except OSError as exc:
             code, reason = EXIT_CRASH, f"crashed: OSError: {exc}"
-        except Exception as exc:  # the app's bug ends the app, never the kernel
+        except BaseException as exc:  # the app's bug ends the app, never the kernel
             code, reason = EXIT_CRASH, f"crashed: {type(exc).__name__}: {exc}"
         finally:
+            with process.exit_lock:
+                process.in_syscall = True  # kernel code from here on: no exit raised into it
+            app_threads.cancel_exit(threading.get_ident())
             self._finish(process, code, reason)
 
     def _finish(self, process: Process, code: int, reason: str) -> None:
@@ -393,6 +466,7 @@ class Kernel:
                 self.events.emit("FREE_FAILED", "warning", process.name,
                                  f"device memory of pid {process.pid} not freed: {exc}")
         process.gpu_allocations.clear()
+        app_threads.unregister_main(process)
         for fd in list(process.fds):
             self._close_handle(process, process.fds.pop(fd))
         with self._lock:
@@ -418,24 +492,77 @@ class Kernel:
             self.events.emit("RESTART_LIMIT", "error", process.name, f"{process.name} not restarted: "
                              f"{process.restarts} restarts already", pid=process.pid)
             return
+        try:
+            new_pid = self.spawn(b"", process.argv, process.parent, process.restarts + 1, process.image)
+        except OSError as exc:  # a process limit reached meanwhile, or the kernel stopping
+            self.events.emit("RESTART_FAILED", "error", process.name, f"{process.name} not restarted: "
+                             f"{exc.strerror or exc}", pid=process.pid)
+            return
         self.counters["restarts"] += 1
-        new_pid = self.spawn(b"", process.argv, process.parent, process.restarts + 1, process.image)
         self.events.emit("APP_RESTART", "warning", process.name, f"{process.name} restarted as pid "
                          f"{new_pid} after: {reason}", old_pid=process.pid, pid=new_pid)
 
     def kill(self, pid: int, reason: str = "killed", restart: bool = False,
              code: int = EXIT_KILLED) -> None:
-        """End a process at its next syscall (at once if it is waiting in one).
-        Raises OSError(ESRCH) for an unknown or finished pid."""
+        """End a process: at once if it waits in a syscall; an isolated app's OS process gets
+        SIGTERM, then SIGKILL after a grace; a threaded app running its own code gets ProcessExit
+        raised at its next bytecode boundary (a thread blocked in C code, such as time.sleep,
+        ends when it returns to Python). Raises OSError(ESRCH) for an unknown or finished pid."""
         process = self.process(pid)
         if not process.alive:
             raise OSError(errno.ESRCH, f"process {pid} has already ended")
-        process.kill_reason = reason if reason.startswith(("killed", "kernel", "watchdog", "limit")) \
-            else f"killed: {reason}"
-        process.kill_code = code
-        process.restart_on_end = restart
+        self._end(process, reason, restart, code)
+
+    def _end(self, process: Process, reason: str, restart: bool, code: int) -> None:
+        if process.kill_reason is None:
+            process.kill_reason = reason if reason.startswith(("killed", "kernel", "watchdog", "limit")) \
+                else f"killed: {reason}"
+            process.kill_code = code
+            process.restart_on_end = restart
         process.suspended = False
         process.wakeup.set()
+        self._interrupt(process)
+
+    def _interrupt(self, process: Process) -> None:
+        """Make a process that must end notice it without its help (see `kill`)."""
+        if process.os_process is not None:
+            process.os_process.terminate()
+            return
+        if process.manifest.isolation == "process":
+            return  # its OS process is not started yet: the kernel thread checks before it starts
+        with process.exit_lock:
+            if process.alive and not process.in_syscall and process.thread_ident is not None:
+                if app_threads.raise_exit(process.thread_ident):
+                    process.exit_requests += 1
+                    self.counters["exit_requests"] += 1
+
+    def enforce_cpu_limits(self) -> None:
+        """End every process over its CPU limit, measured from outside while it runs its own
+        code: a threaded app's thread CPU clock, an isolated app's OS process (/proc). Also
+        raises the exit again into processes that were told to end and still run (an app may
+        catch BaseException). Called by the host's wall-clock CPU sweep; safe from any thread
+        (it takes no lock that can wait on the clock)."""
+        for process in [p for p in list(self.processes.values()) if p.alive]:  # no lock: never waits
+            if process.kill_reason is not None:
+                self._interrupt(process)
+                continue
+            limit = process.manifest.limits.cpu_seconds
+            if process.os_process is not None:
+                used = process.os_process.cpu_s()
+            else:
+                charged, mark = process.acct.cpu_s, process.cpu_mark
+                now = app_threads.thread_cpu_s(process.cpu_clock_id)
+                if process.in_syscall or now is None:
+                    continue  # the kernel is working for it (charged at its next syscall); or
+                    # it entered one while we read: enter() sets in_syscall before it charges
+                used = charged + now - mark
+            if used is None or used <= limit:
+                continue
+            reason = f"limit: CPU time {used:.2f} s over {limit:g} s"
+            self.counters["cpu_limit_kills"] += 1
+            self.events.emit("LIMIT_EXCEEDED", "warning", process.name,
+                             f"pid {process.pid} stopped: {reason}", pid=process.pid)
+            self._end(process, reason, restart=False, code=EXIT_LIMIT)
 
     def wait(self, pid: int, timeout_s: float | None = None) -> dict[str, Any]:
         """Block (on the clock) until pid ends; its exit code and reason.
@@ -457,24 +584,31 @@ class Kernel:
         account its CPU and enforce the CPU limit."""
         if threading.get_ident() != process.thread_ident:
             raise OSError(errno.EPERM, "syscalls must come from the process's own thread")
-        self._check_end(process)
-        while process.suspended:
-            process.state = "suspended"
-            process.wakeup.clear()
-            if process.suspended and process.kill_reason is None:
-                self.clock.wait(process.wakeup)
+        with process.exit_lock:  # from here, no exit is raised into the thread (see kill)
+            process.in_syscall = True
+            if process.kill_reason is not None:
+                app_threads.cancel_exit(process.thread_ident)  # ends below, at the boundary
+        try:
             self._check_end(process)
-        process.state = "running"
-        process.in_syscall = True
-        process.last_progress_utc_s = self.clock.now()
-        cpu = time.thread_time()
-        process.acct.cpu_s += cpu - process.cpu_mark
-        process.cpu_mark = cpu
-        process.acct.syscalls += 1
-        self.counters["syscalls"] += 1
-        limit = process.manifest.limits.cpu_seconds
-        if process.acct.cpu_s > limit:
-            self._limit(process, f"limit: CPU time {process.acct.cpu_s:.2f} s over {limit:g} s")
+            while process.suspended:
+                process.state = "suspended"
+                process.wakeup.clear()
+                if process.suspended and process.kill_reason is None:
+                    self.clock.wait(process.wakeup)
+                self._check_end(process)
+            process.state = "running"
+            process.last_progress_utc_s = self.clock.now()
+            cpu = time.thread_time()
+            process.acct.cpu_s += cpu - process.cpu_mark
+            process.cpu_mark = cpu
+            process.acct.syscalls += 1
+            self.counters["syscalls"] += 1
+            limit = process.manifest.limits.cpu_seconds
+            if process.acct.cpu_s > limit:
+                self._limit(process, f"limit: CPU time {process.acct.cpu_s:.2f} s over {limit:g} s")
+        except BaseException:
+            process.in_syscall = False  # back in the app's code (which may catch it)
+            raise
 
     def leave(self, process: Process) -> None:
         """End of every syscall. The syscall's own CPU is charged to the app at its next entry."""

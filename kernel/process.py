@@ -2,10 +2,15 @@
 
 States: `running` (in its own code), `blocked` (waiting in a syscall), `suspended` (held by
 safe mode), `exited` (ended: exit code and reason kept for `wait`).
+
+A process has one kernel thread (a participant of the clock): the app's own code for
+`isolation = "thread"`, or the thread that serves the syscalls of the app's OS process
+(`os_process`, see kernel/isolation.py) for `isolation = "process"`.
 """
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +66,11 @@ class Process:
     last_progress_utc_s: float = 0.0
     cpu_mark: float = 0.0
     thread_ident: int | None = None
+    cpu_clock_id: int | None = None  # the main thread's CPU clock (time.pthread_getcpuclockid)
+    threads: list = field(default_factory=list)  # threads the app started (limits.threads)
+    exit_requests: int = 0  # exits raised into its threads at a bytecode boundary
+    os_process: Any = None  # the OS process of an app with isolation = "process"
+    exit_lock: Any = field(default_factory=threading.Lock)  # orders in_syscall against raised exits
     package: str = ""
     fds: dict[int, Any] = field(default_factory=dict)
     fd_counter: Any = field(default_factory=lambda: itertools.count(3))
@@ -89,5 +99,7 @@ class Process:
         return {"pid": self.pid, "name": self.name, "version": self.manifest.version,
                 "state": self.state, "priority": self.manifest.priority, "parent": self.parent,
                 "argv": list(self.argv), "started_utc_s": self.started_utc_s,
+                "isolation": self.manifest.isolation,
+                "os_pid": self.os_process.pid if self.os_process is not None else None,
                 "restarts": self.restarts, "exit_code": self.exit_code, "reason": self.reason,
                 "open_fds": len(self.fds), "accounting": self.acct.to_dict()}

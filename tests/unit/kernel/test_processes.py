@@ -123,7 +123,8 @@ def test_many_processes_fit_and_time_still_moves(signer):
     only when all of them wait, and every one of them wakes when its sleep ends."""
     from tests.unit.kernel.harness import make_kernel
     kernel = make_kernel(signer)
-    image = signer.image(code="def main(sys, argv):\n    for _ in range(3):\n        sys.sleep(60.0)\n")
+    image = signer.image(code="def main(sys, argv):\n    for _ in range(3):\n        sys.sleep(60.0)\n",
+                         limits={"processes": 300})
     with kernel.clock.participant():
         kernel.boot()
         pids = [kernel.spawn(image) for _ in range(300)]
