@@ -42,6 +42,7 @@ from sim_hw.wire import FrameTooLarge, encode
 F = TypeVar("F", bound=Callable[..., Any])
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
 MAX_PORT = 65535
+MAX_PID = (1 << 63) - 1
 DEVICE_READS = {"laser": "recv", "imager": "capture", "eps": "status"}  # read() on a device
 
 
@@ -199,7 +200,7 @@ class _Syscalls:
     @syscall
     def wait(self, pid: Any, timeout_s: Any = None) -> dict[str, Any]:
         """Wait for a process to end: {pid, name, exit_code, reason}. ESRCH, ETIMEDOUT, EINVAL."""
-        pid = _int("pid", pid)
+        pid = _int("pid", pid, 0, MAX_PID)
         target = self._kernel.process(pid)
         if target.pid == self._process.pid:
             raise OSError(errno.EDEADLK, "a process cannot wait for itself")
@@ -216,7 +217,7 @@ class _Syscalls:
     @syscall
     def kill(self, pid: Any) -> None:
         """End a process: one's own children, or any with the kill capability. ESRCH, EACCES."""
-        pid = _int("pid", pid)
+        pid = _int("pid", pid, 0, MAX_PID)
         target = self._kernel.process(pid)
         if target.parent != self._process.pid and not self._process.manifest.capabilities.kill:
             raise self._deny(f"kill pid {pid}")

@@ -196,7 +196,11 @@ def _plain(where: str, value: Any, depth: int, budget: list[int]) -> Any:
         return [_plain(f"{where}[{i}]", item, depth - 1, budget) for i, item in enumerate(items)]
     if issubclass(kind, dict):
         copy: dict[Any, Any] = {}
-        for key, item in dict.items(dict.copy(value)):  # one atomic copy, then no app code
+        try:
+            entries = list(dict.items(value))  # the dict's own storage: no keys(), no __iter__
+        except RuntimeError:  # another thread of the app changed it meanwhile
+            raise _invalid(f"{where}: the map changed while it was being read") from None
+        for key, item in entries:
             key = _plain(f"{where} key", key, 0, budget)
             if type(key) not in (type(None), bool, int, float, str, bytes):
                 raise _invalid(f"{where}: map keys must be numbers, strings or bytes, got {safe_repr(key)}")
