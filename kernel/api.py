@@ -166,7 +166,7 @@ class _Syscalls:
         """The handle of an exact int descriptor (callers convert it first). EBADF."""
         handle = self._process.fds.get(fd)
         if handle is None:
-            raise OSError(errno.EBADF, f"fd {fd} is not open")
+            raise OSError(errno.EBADF, f"fd {safe_repr(fd)} is not open")
         return handle
 
     def _new_fd(self, handle: Any) -> int:
