@@ -11,7 +11,7 @@ calling any method its class defines; types are tested with `type(value)`, never
 capability decisions, in what reaches the devices and other apps.
 
 `safe_repr` describes any value for an error message without calling app code, in at most a
-bounded number of characters (a 10,000-digit integer is "an integer of 33,220 bits").
+bounded number of characters (`10 ** 10000` is "an integer of 33220 bits").
 
 Errors: OSError(EINVAL) naming the argument: a wrong type, a value out of range, a string that
 is not valid UTF-8 (a lone surrogate), a structure nested too deeply or with too many items.
@@ -151,8 +151,7 @@ def plain(name: str, value: Any, max_depth: int = MAX_DEPTH, max_items: int = MA
     """A deep copy of `value` made only of None, bool, int (64-bit), float, str, bytes, lists,
     maps (keys: None, bool, int, float, str, bytes) and numpy arrays of numbers or booleans;
     tuples become lists. Raises EINVAL naming where in `value` something else was found."""
-    budget = [max_items]
-    return _plain(name, value, max_depth, budget)
+    return _plain(name, (), value, max_depth, [max_items])
 
 
 def _sequence(name: str, value: Any) -> list[Any] | None:
@@ -164,47 +163,65 @@ def _sequence(name: str, value: Any) -> list[Any] | None:
     return None
 
 
-def _plain(where: str, value: Any, depth: int, budget: list[int]) -> Any:
+def _where(name: str, path: tuple[Any, ...]) -> str:
+    """Where in an argument a value sits, for an error: message["a"][3]."""
+    return name + "".join(f"[{safe_repr(step, 20)}]" for step in path)
+
+
+_EXACT = frozenset((type(None), bool, float, bytes))  # returned as they are: immutable, exact
+
+
+def _plain(name: str, path: tuple[Any, ...], value: Any, depth: int, budget: list[int]) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
-        raise _invalid(f"{where}: more than {MAX_ITEMS} values")
+        raise _invalid(f"{name}: more than {MAX_ITEMS} values")
     kind = type(value)
-    if value is None or kind is bool:
+    if kind in _EXACT:
         return value
+    if kind is str or issubclass(kind, str):
+        text = value if kind is str else str.__str__(value)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _invalid(f"{_where(name, path)} is not valid UTF-8 (it holds a lone surrogate)") from None
+        return text
     if issubclass(kind, int):
-        number = int.__index__(value)
+        number = value if kind is int else int.__index__(value)
         if not INT64_MIN <= number <= UINT64_MAX:
-            raise _invalid(f"{where}: integers must fit in 64 bits, got {safe_repr(number)}")
+            raise _invalid(f"{_where(name, path)}: integers must fit in 64 bits, got {safe_repr(number)}")
         return number
     if issubclass(kind, float):
         return float.__float__(value)
-    if issubclass(kind, str):
-        return exact_str(where, value, max_chars=1 << 62, allow_empty=True)
     if issubclass(kind, bytes | bytearray) or kind is memoryview:
-        return exact_bytes(where, value)
+        return exact_bytes(name, value)
     if kind in _NUMPY_SCALARS:
-        return _plain(where, value.item(), depth, budget)
+        return _plain(name, path, value.item(), depth, budget)
     if issubclass(kind, np.ndarray):
         array = np.ndarray.view(value, np.ndarray)
         if array.dtype.kind not in _ARRAY_KINDS:
-            raise _invalid(f"{where}: arrays of dtype {safe_repr(str(array.dtype))} cannot be passed")
+            raise _invalid(f"{_where(name, path)}: arrays of dtype {safe_repr(str(array.dtype))} cannot be passed")
         return np.ndarray.copy(array)
     if depth <= 0:
-        raise _invalid(f"{where}: nested more than {MAX_DEPTH} levels deep")
-    items = _sequence(where, value)
+        raise _invalid(f"{_where(name, path)}: nested more than {MAX_DEPTH} levels deep")
+    items = _sequence(name, value)
     if items is not None:
-        return [_plain(f"{where}[{i}]", item, depth - 1, budget) for i, item in enumerate(items)]
+        return [_plain(name, path + (i,), item, depth - 1, budget) for i, item in enumerate(items)]
     if issubclass(kind, dict):
         copy: dict[Any, Any] = {}
         try:
             entries = list(dict.items(value))  # the dict's own storage: no keys(), no __iter__
         except RuntimeError:  # another thread of the app changed it meanwhile
-            raise _invalid(f"{where}: the map changed while it was being read") from None
+            raise _invalid(f"{_where(name, path)}: the map changed while it was being read") from None
         for key, item in entries:
-            key = _plain(f"{where} key", key, 0, budget)
-            if type(key) not in (type(None), bool, int, float, str, bytes):
-                raise _invalid(f"{where}: map keys must be numbers, strings or bytes, got {safe_repr(key)}")
-            copy[key] = _plain(f"{where}[{safe_repr(key, 20)}]", item, depth - 1, budget)
+            key = _plain(name, path + ("key",), key, 0, budget)
+            if type(key) not in _KEYS:
+                raise _invalid(f"{_where(name, path)}: map keys must be numbers, strings or bytes, "
+                               f"got {safe_repr(key)}")
+            copy[key] = _plain(name, path + (key,), item, depth - 1, budget)
         return copy
-    raise _invalid(f"{where}: a {type_name(value)} cannot be passed (numbers, strings, bytes, lists, "
-                   "maps and numeric arrays can)")
+    raise _invalid(f"{_where(name, path)}: a {type_name(value)} cannot be passed (numbers, strings, "
+                   "bytes, lists, maps and numeric arrays can)")
+
+
+_KEYS = frozenset((type(None), bool, int, float, str, bytes))
