@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import functools
 import posixpath
+import weakref
 from collections import deque
 from typing import Any, Callable, TypeVar
 
@@ -44,6 +45,9 @@ SEVERITIES = ("debug", "info", "warning", "error", "critical")
 MAX_PORT = 65535
 MAX_PID = (1 << 63) - 1
 DEVICE_READS = {"laser": "recv", "imager": "capture", "eps": "status"}  # read() on a device
+# Which process loaded each FPGA slot, per kernel: (device, slot) -> pid. A live owner's slot
+# cannot be unloaded or replaced by another app (EBUSY); an ended owner's slot is anyone's.
+_FPGA_OWNERS: "weakref.WeakKeyDictionary[Kernel, dict[tuple[str, int], int]]" = weakref.WeakKeyDictionary()
 
 
 def syscall(method: F) -> F:
@@ -366,6 +370,8 @@ class _Syscalls:
             raise OSError(getattr(errno, exc.code, errno.EINVAL), f"{driver.name}: {exc.message}") from None
         if driver.kind == "storage" and op in ("read_block", "write_block", "inject_bit_flip"):
             raise self._deny(f"access raw blocks of {driver.name} (apps use files)")
+        if driver.kind == "fpga" and op in ("load", "unload"):
+            self._check_slot(driver.name, checked["slot"])
         if driver.kind == "gpu" and op == "free":
             owned = process.gpu_allocations.get(checked["handle"])
             if owned is None or owned[0].name != driver.name:
@@ -385,7 +391,23 @@ class _Syscalls:
             process.gpu_allocations[reply.value["handle"]] = (driver, checked["nbytes"])
         elif driver.kind == "gpu" and op == "free":
             process.gpu_allocations.pop(checked["handle"], None)
+        elif driver.kind == "fpga" and op in ("load", "unload"):
+            owners = _FPGA_OWNERS.setdefault(kernel, {})
+            if op == "load":
+                owners[(driver.name, checked["slot"])] = process.pid
+            else:
+                owners.pop((driver.name, checked["slot"]), None)
         return reply.value
+
+    def _check_slot(self, device: str, slot: int) -> None:
+        """EBUSY when another live process loaded this FPGA slot."""
+        owner = _FPGA_OWNERS.get(self._kernel, {}).get((device, slot))
+        if owner is None or owner == self._process.pid:
+            return
+        holder = self._kernel.processes.get(owner)
+        if holder is not None and holder.alive:
+            raise OSError(errno.EBUSY, f"{device}: slot {slot} holds the bitstream of {holder.name} "
+                                       f"(pid {owner}); it cannot be unloaded or replaced by another app")
 
     def _admit(self, handle: DeviceHandle, energy_wh: float) -> None:
         kernel, process = self._kernel, self._process

@@ -431,3 +431,34 @@ def test_app_events_never_evict_the_kernels_events():
     assert kept.count("FAKE") == 100 and kept.count("CAPABILITY_DENIED") == 100
     seqs = [e.seq for e in log.events()]
     assert seqs == sorted(seqs)
+
+
+def test_an_app_cannot_unload_or_replace_another_apps_fpga_slot(kernel, signer):
+    load = '''
+import hashlib
+def load(sys, fd, slot):
+    bitstream = b"\\x5a" * 1000
+    manifest = {"name": "ndi", "kernel": "ndi", "size_bytes": len(bitstream),
+                "sha256": hashlib.sha256(bitstream).hexdigest()}
+    return sys.ioctl(fd, "load", slot=slot, manifest=manifest, bitstream=bitstream)
+'''
+    ready = kernel.bus.subscribe("test.loaded", 10, lambda: None)
+    owner = kernel.spawn(signer.image(name="owner", capabilities={"devices": ["fpga0"], "publish": ["test.loaded"]}),
+                         [load + 'load(sys, sys.open("/dev/fpga0"), 0)\nsys.publish("test.loaded", 0)\nsys.sleep(1e6)'])
+    kernel.clock.sleep(60.0)
+    assert kernel.bus.take(ready)["data"] == 0
+    _, values = run_script(kernel, signer, load + '''
+fd = sys.open("/dev/fpga0")
+check(sys.ioctl, fd, "unload", slot=0)
+check(load, sys, fd, 0)
+check(load, sys, fd, 1)
+check(sys.ioctl, fd, "unload", slot=1)
+''', capabilities={"devices": ["fpga0"]})
+    assert ok(values) == ["EBUSY", "EBUSY", "ok", "ok"]
+    assert kernel.hardware.fpga.slots[0] is not None
+    kernel.kill(owner)
+    kernel.wait(owner, 10.0)
+    _, values = run_script(kernel, signer, 'check(sys.ioctl, sys.open("/dev/fpga0"), "unload", slot=0)',
+                           capabilities={"devices": ["fpga0"]})
+    assert values == ["ok"]  # an ended owner's slot is anyone's
+    kernel.bus.unsubscribe(ready)

@@ -7,18 +7,20 @@ subclasses whose `__eq__`, `__hash__`, `__index__`, `__str__`, `__iter__`... lie
 object claiming to be an int through `__class__`), lone surrogates, NUL, NaN, infinities, huge
 integers, deep and cyclic structures, object arrays, wrong types, and also sensible values (its
 own descriptors, device handles, paths and topics it may use) so that calls get deep into the
-kernel. A victim app holds files, a subscription, a port and device memory meanwhile.
+kernel. A victim app holds files, a subscription, a port, device memory and an FPGA slot
+meanwhile.
 
 Checked after every call, inside the app: only an OSError with a real errno escapes, never EIO
 "internal error". Checked after every batch, by the test: the kernel runs, no KERNEL_FAULT
-event, the victim's process, descriptors, files, subscription, port and device memory are
-unchanged, and no process is a zombie (alive without its thread, or ended with descriptors,
+event, the victim's process, descriptors, files, subscription, port, device memory and FPGA
+slot are unchanged, and no process is a zombie (alive without its thread, or ended with descriptors,
 device memory or loaded code left).
 
-The quick fuzz (default run) makes about 5,000 calls; the slow one at least 100,000.
+The quick fuzz (default run) makes 5,000 calls; the slow one 100,000 (four kernels of 25,000).
 """
 import collections
 import errno
+import hashlib
 import random
 import sys as python_sys
 import threading
@@ -116,11 +118,17 @@ GOOD_PATHS = ["/data/fuzz/a", "/data/fuzz/b.txt", "/data/fuzz/dir", "/data/fuzz/
 FDS = [("fd", k) for k in range(8)]
 MESSAGES = [("dict", [(("v", "n"), ("v", 1)), (("v", "b"), ("lbytes", b"xy"))]), ("v", "text"), ("v", 2 ** 64),
             ("list", [("array", "f4"), ("lstr", "s")]), ("v", b"x" * 2_000_000), ("cycle",), ("deep", 40)]
+FPGA_SHA = hashlib.sha256(b"\x5a" * 1000).hexdigest()
 ARRAYS = ("dict", [(("v", "a"), ("array", "f4")), (("v", "b"), ("array", "f4"))])
 IOCTLS = {"alloc": lambda rng: {"nbytes": like(rng, [1, 100, 4096, 1 << 19, 1 << 21, 0, -1])},
           "free": lambda rng: {"handle": like(rng, [("handle", 0), ("handle", 1), ("victim_handle",), 1, 2])},
           "run": lambda rng: {"kernel": like(rng, ["ndi", "threshold", "fft"]), "inputs": like(rng, [ARRAYS])},
           "status": lambda rng: {}, "info": lambda rng: {},
+          "unload": lambda rng: {"slot": like(rng, [0, 1, 2, 64, -1])},
+          "load": lambda rng: {"slot": like(rng, [0, 1]), "bitstream": like(rng, [b"\x5a" * 1000]),
+                               "manifest": like(rng, [("dict", [(("v", "name"), ("v", "x")), (("v", "kernel"), ("v", "ndi")),
+                                                                (("v", "size_bytes"), ("v", 1000)),
+                                                                (("v", "sha256"), ("v", FPGA_SHA))])])},
           "capture": lambda rng: {"pixels": like(rng, [16, 0, 5000])},
           "point": lambda rng: {"peer": like(rng, ["TB02", "TB01", ""])},
           "send": lambda rng: {"data": like(rng, [b"frame", b""])},
@@ -311,7 +319,13 @@ def main(sys, argv):
 
 CHILD = "def main(sys, argv):\n    return 0\n"
 VICTIM = '''
+import hashlib
+
+
 def main(sys, argv):
+    bitstream = b"\\x5a" * 1000
+    sys.ioctl(sys.open("/dev/fpga0"), "load", slot=0, bitstream=bitstream, manifest={
+        "name": "victim", "kernel": "ndi", "size_bytes": 1000, "sha256": hashlib.sha256(bitstream).hexdigest()})
     fd = sys.open("/apps/victim/state.txt", "w")
     sys.write(fd, b"victim state")
     sys.close(fd)
@@ -336,12 +350,13 @@ def start(signer):
     kernel.fs.write_file("/data/fuzz/child.img", child, "kernel", None)
     ready = kernel.bus.subscribe("test.victim", 10, lambda: None)
     victim_pid = kernel.spawn(signer.image(code=VICTIM, name="victim", priority="essential",
-                                           capabilities={"devices": ["gpu0"], "subscribe": ["victim.*"],
+                                           capabilities={"devices": ["gpu0", "fpga0"], "subscribe": ["victim.*"],
                                                          "ports": [4001], "publish": ["test.victim"]}))
-    kernel.clock.sleep(1.0)
+    kernel.clock.sleep(60.0)
     reply = kernel.bus.take(ready)["data"]
     kernel.bus.unsubscribe(ready)
     victim = {"pid": victim_pid, "handle": reply["handle"], "image": child}
+    assert kernel.hardware.fpga.slots[0].name == "victim"
     image = signer.image(code=FUZZER, name="fuzz", watchdog={"restart": "never"},
                          capabilities={"devices": ["gpu0", "fpga0", "laser0", "imager0", "storage0"],
                                        "files": ["/data/fuzz"], "publish": ["fuzz.*"], "subscribe": ["fuzz.*", "hk.*"],
@@ -361,6 +376,7 @@ def snapshot(kernel, pid):
             "device_memory": {h: kernel.hardware.gpu._allocations.get(h) for h in process.gpu_allocations},
             "subscribed": subscription in kernel.bus._subscriptions and not subscription.closed,
             "queued": len(subscription.queue), "port": kernel.ports[4001].pid,
+            "fpga_slot_0": kernel.hardware.fpga.slots[0],
             "files": {p: kernel.fs.read_file(p) for p in ("/apps/victim/state.txt", "/data/victim/keep.txt")}}
 
 
