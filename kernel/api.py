@@ -143,8 +143,9 @@ class _Syscalls:
         process, kernel = self._process, self._kernel
         process.acct.denials += 1
         kernel.counters["denials"] += 1
-        kernel.events.emit("CAPABILITY_DENIED", "warning", process.name,
-                           f"pid {process.pid} may not {what}", pid=process.pid)
+        kernel.events.emit_app("CAPABILITY_DENIED", "warning", process.name, f"pid {process.pid} may not {what}",
+                               process.manifest.limits.log_events_per_s, {"pid": process.pid},
+                               bucket=f"{process.name}/denials")  # counted always, recorded at the log rate
         return OSError(errno.EACCES, f"{process.name} may not {what} (not in its manifest's capabilities)")
 
     def _home(self) -> str:

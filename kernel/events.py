@@ -10,11 +10,13 @@ bounded rings, each evicting only its own oldest:
 - boot: the kernel's events from BOOT_START to BOOT_COMPLETE (`boot_capacity`);
 - faults: the kernel's other events of severity error and critical (`capacity`);
 - kernel: the kernel's other events (`capacity`);
-- apps: the events apps log through `sys.log` (`emit_app`, `capacity`).
+- apps: the events apps log through `sys.log`, and those they cause at will (capability
+  denials) (`emit_app`, `capacity`).
 
-Apps' events are also rate-limited per app (`emit_app`): a token bucket of `rate_per_s` tokens
-a second holding `BURST_S` seconds' worth. An event over the rate is dropped and counted in
-`dropped[app]`; the first drop of a flood is said once, by a LOG_RATE_LIMITED event of the kernel.
+These are rate-limited per app (`emit_app`): a token bucket of `rate_per_s` tokens a second
+holding `BURST_S` seconds' worth, one for what the app logs and one per kind of event it
+causes. An event over the rate is dropped and counted in `dropped[allowance]`; the first drop of
+a flood is said once, by a LOG_RATE_LIMITED event of the kernel.
 `events()` merges the rings in order of `seq`.
 """
 from __future__ import annotations
@@ -86,35 +88,37 @@ class EventLog:
         return event
 
     def emit_app(self, event_id: str, severity: str, app: str, message: str, rate_per_s: float,
-                 fields: dict[str, Any] | None = None) -> Event | None:
-        """Record an event an app logs, if it is within the app's rate; None when it was dropped
-        (counted in `dropped`). Arguments must already be exact built-in values (the syscall
+                 fields: dict[str, Any] | None = None, bucket: str | None = None) -> Event | None:
+        """Record an event an app logs (or causes: `bucket` names a separate allowance, such as
+        its capability denials), if it is within the rate; None when it was dropped (counted in
+        `dropped[bucket or app]`). Arguments must already be exact built-in values (the syscall
         boundary converts them). Raises ValueError for an unknown severity."""
         if type(severity) is not str or severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
         now = self.now()
         notice = False
+        key = bucket or app
         with self._lock:
-            bucket = self._buckets.get(app)
+            allowance = self._buckets.get(key)
             burst = max(rate_per_s * BURST_S, 1.0)
-            if bucket is None:
-                bucket = self._buckets[app] = _Bucket(burst, now)
-            bucket.tokens = min(burst, bucket.tokens + max(now - bucket.stamp_s, 0.0) * rate_per_s)
-            bucket.stamp_s = now
-            if bucket.tokens < 1.0:
-                self.dropped[app] = self.dropped.get(app, 0) + 1
-                notice, bucket.limited = not bucket.limited, True
+            if allowance is None:
+                allowance = self._buckets[key] = _Bucket(burst, now)
+            allowance.tokens = min(burst, allowance.tokens + max(now - allowance.stamp_s, 0.0) * rate_per_s)
+            allowance.stamp_s = now
+            if allowance.tokens < 1.0:
+                self.dropped[key] = self.dropped.get(key, 0) + 1
+                notice, allowance.limited = not allowance.limited, True
                 event = None
             else:
-                bucket.tokens -= 1.0
-                bucket.limited = False
+                allowance.tokens -= 1.0
+                allowance.limited = False
                 event = self._record(self._apps, event_id, severity, app, message, dict(fields or {}))
         if event is not None:
             self._tell(event)
         elif notice:
-            self.emit("LOG_RATE_LIMITED", "warning", app, f"{app} logs more than {rate_per_s:g} events/s "
-                      f"(burst {rate_per_s * BURST_S:g}): its events are dropped and counted until its "
-                      "rate falls", dropped=self.dropped[app])
+            self.emit("LOG_RATE_LIMITED", "warning", app, f"{key}: more than {rate_per_s:g} events/s "
+                      f"(burst {rate_per_s * BURST_S:g}): {event_id} events are dropped and counted until "
+                      "the rate falls", dropped=self.dropped[key], allowance=key)
         return event
 
     def _record(self, ring: deque[Event], event_id: str, severity: str, source: str, message: str,

@@ -462,3 +462,19 @@ check(sys.ioctl, fd, "unload", slot=1)
                            capabilities={"devices": ["fpga0"]})
     assert values == ["ok"]  # an ended owner's slot is anyone's
     kernel.bus.unsubscribe(ready)
+
+
+def test_a_flood_of_denials_is_counted_but_recorded_at_the_log_rate(kernel, signer):
+    before = kernel.counters["denials"]
+    _, values = run_script(kernel, signer, '''
+        for i in range(20_000):
+            try:
+                sys.publish("forbidden.topic", i)
+            except PermissionError:
+                pass
+        out(sys.getpid())
+    ''', limits={"log_events_per_s": 10.0})
+    assert kernel.counters["denials"] - before == 20_000
+    assert len(kernel.events.events("CAPABILITY_DENIED")) == 100
+    assert kernel.events.dropped["script/denials"] == 19_900
+    assert kernel.events.last("BOOT_COMPLETE") is not None and kernel.events.last("DEVICES_UP") is not None
