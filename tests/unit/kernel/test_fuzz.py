@@ -164,6 +164,24 @@ for _name in ("getpid", "ps", "time", "monotonic", "heartbeat", "power_status"):
     SENSIBLE[_name] = lambda rng: ([], {})
 
 
+HOSTILE_TAGS = {"lstr", "lint", "lfloat", "lbytes", "llist", "ldict", "impostor", "loud", "obj", "cycle", "array",
+                "deep", "big"}
+
+
+def hostile(recipe_value):
+    """Whether a recipe holds a lying subclass or a foreign object (cycle, object array...)."""
+    if type(recipe_value) is list:
+        return any(map(hostile, recipe_value))
+    if type(recipe_value) is not tuple or not recipe_value:
+        return False
+    tag = recipe_value[0]
+    if type(tag) is not str:  # a (key, value) pair of a map
+        return any(map(hostile, recipe_value))
+    if tag == "v":
+        return False
+    return (tag in HOSTILE_TAGS and recipe_value != ("array", "f4")) or any(map(hostile, recipe_value[1:]))
+
+
 def expand(name, sensible, seed):
     """The call (name, args, kwargs) of recipes that a drawn (name, sensible, seed) stands for."""
     rng = random.Random(seed)
@@ -427,7 +445,9 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
             bad = [o for o in record if o[0].startswith("BAD:")]
             assert not bad, bad
             counts.update(outcome for outcome, _ in record)
+            counts.update(f"calls:{name}" for _, name in record)
             counts["calls"] += len(record)
+            counts["hostile"] += sum(1 for _, args, kwargs in batch if any(map(hostile, args + list(kwargs.values()))))
             assert kernel.state == "running"
             assert not faults, faults
             assert snapshot(kernel, victim["pid"]) == before
@@ -443,14 +463,20 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
 
 
 def _print(counts):
-    calls = counts.pop("calls")
-    print(f"\nsyscall fuzz: {calls} calls; outcomes: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    """Print the figures, and leave only the outcome counts in `counts`."""
+    calls, hostile_calls = counts.pop("calls"), counts.pop("hostile")
+    per_call = {k[len("calls:"):]: counts.pop(k) for k in [k for k in counts if k.startswith("calls:")]}
+    print(f"\nsyscall fuzz: {calls} calls ({hostile_calls} with a lying or foreign object); outcomes: "
+          + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    print("calls per syscall: " + ", ".join(f"{k} {v}" for k, v in sorted(per_call.items())))
+    assert set(per_call) == set(SYSCALLS)  # every syscall was called
 
 
 def test_syscall_fuzz_quick(signer):
     started = time.monotonic()
     counts = run_fuzz(signer, 100, _print)
     assert sum(counts.values()) == 5_000  # every call of every batch ran
+    assert counts["EINVAL"] > 1_000 and counts["ok"] > 1_000  # hostile calls, and calls deep into the kernel
     print(f"quick fuzz: {time.monotonic() - started:.1f} s")
 
 
@@ -464,7 +490,7 @@ def test_syscall_fuzz_100k(signer):
         counts.update(run_fuzz(signer, 500, seed_value=seed_value))
     calls = counts["calls"]
     _print(counts)
-    assert calls == 100_000
+    assert calls == 100_000 and sum(counts.values()) == 100_000
     print(f"slow fuzz: {time.monotonic() - started:.1f} s")
 
 
