@@ -356,7 +356,8 @@ class _Syscalls:
         """A named device operation (docs/hil-protocol.md lists them). The power governor may
         defer it: EAGAIN on a non-blocking descriptor, a wait otherwise. EBADF, EINVAL, EACCES,
         ENOMEM (device memory over the app's limit), EBADF (a device memory handle the app
-        does not hold), and the device's own errors."""
+        does not hold), EBUSY (an FPGA slot another live app loaded: unload and load refused),
+        and the device's own errors."""
         fd = _int("fd", fd)
         handle = expect(self._fd(fd), (DeviceHandle,), fd, "a device")
         return self._device_call(handle, exact_str("op", op, 64), _kwargs(args))
