@@ -10,11 +10,12 @@ own descriptors, device handles, paths and topics it may use) so that calls get 
 kernel. A victim app holds files, a subscription, a port, device memory and an FPGA slot
 meanwhile.
 
-Checked after every call, inside the app: only an OSError with a real errno escapes, never EIO
-"internal error". Checked after every batch, by the test: the kernel runs, no KERNEL_FAULT
-event, the victim's process, descriptors, files, subscription, port, device memory and FPGA
-slot are unchanged, and no process is a zombie (alive without its thread, or ended with descriptors,
-device memory or loaded code left).
+Checked after every call (by the app, which calls the test's `invariants`): only an OSError with
+a real errno escapes, never EIO "internal error"; the kernel runs; no KERNEL_FAULT event; the
+victim's process, state, descriptors, subscription and queue, port, device memory, FPGA slot
+and file index entries are unchanged; no process is a zombie (alive without its thread, or
+ended with descriptors, device memory or loaded code left). After every batch of 50, the
+victim's file contents too.
 
 The quick fuzz (default run) makes 5,000 calls; the slow one 100,000 (four kernels of 25,000).
 """
@@ -133,6 +134,10 @@ IOCTLS = {"alloc": lambda rng: {"nbytes": like(rng, [1, 100, 4096, 1 << 19, 1 <<
           "point": lambda rng: {"peer": like(rng, ["TB02", "TB01", ""])},
           "send": lambda rng: {"data": like(rng, [b"frame", b""])},
           "set_load": lambda rng: {"name": like(rng, ["x"]), "power_w": like(rng, [1.0, -1.0])}}
+DEVICE_OF = {"alloc": "gpu0", "free": "gpu0", "run": "gpu0", "status": "imager0", "info": "laser0",
+             "unload": "fpga0", "load": "fpga0", "capture": "imager0", "point": "laser0", "send": "laser0",
+             "set_load": "gpu0"}
+DEVICES = sorted(set(DEVICE_OF.values()))
 SENSIBLE = {
     "open": lambda rng: ([like(rng, GOOD_PATHS), like(rng, ["r", "w", "a"])], {}),
     "stat": lambda rng: ([like(rng, GOOD_PATHS)], {}),
@@ -142,10 +147,11 @@ SENSIBLE = {
     "rename": lambda rng: ([like(rng, GOOD_PATHS), like(rng, GOOD_PATHS)], {}),
     "close": lambda rng: ([like(rng, FDS)], {}),
     "fsync": lambda rng: ([like(rng, FDS)], {}),
-    "read": lambda rng: ([like(rng, FDS), like(rng, [-1, 0, 5, 10 ** 6])], {}),
-    "write": lambda rng: ([like(rng, FDS), like(rng, [b"hello", b"x" * 5000, b"", bytes(70000)])], {}),
+    "read": lambda rng: ([like(rng, FDS + [("dev", d) for d in DEVICES]), like(rng, [-1, 0, 5, 10 ** 6])], {}),
+    "write": lambda rng: ([like(rng, FDS + [("dev", "laser0")]), like(rng, [b"hello", b"x" * 5000, b"", bytes(70000)])], {}),
     "recv": lambda rng: ([like(rng, FDS), like(rng, [0, 0.0, 0.5, 2])], {}),
-    "ioctl": lambda rng: (lambda op: ([like(rng, FDS), like(rng, [op])], IOCTLS[op](rng)))(rng.choice(sorted(IOCTLS))),
+    "ioctl": lambda rng: (lambda op: ([like(rng, [("dev", DEVICE_OF[op])] * 3 + FDS), like(rng, [op])],
+                                      IOCTLS[op](rng)))(rng.choice(sorted(IOCTLS))),
     "publish": lambda rng: ([like(rng, TOPICS), like(rng, MESSAGES)], {}),
     "subscribe": lambda rng: ([like(rng, ["fuzz.*", "fuzz.a", "hk.*", "victim.*"]), like(rng, [1, 2, 64, 0, 20000])], {}),
     "bind": lambda rng: ([like(rng, [4000, 4001, 0, 1, 65536])], {}),
@@ -244,8 +250,11 @@ class Loud:
 
 
 def main(sys, argv):
-    recipe_batch, record, victim = argv  # objects the test handed over: no syscall needed to report
+    recipe_batch, record, victim, invariants = argv  # from the test: no syscall needed to report
     fds, handles = [], []
+    devices = {}
+    for name in ("gpu0", "fpga0", "laser0", "imager0"):  # set up, not counted: its devices open
+        devices[name] = sys.open("/dev/" + name)
 
     def build(r):
         tag = r[0]
@@ -263,6 +272,8 @@ def main(sys, argv):
             return fds[r[1] % len(fds)] if fds else r[1]
         if tag == "handle":
             return handles[r[1] % len(handles)] if handles else r[1]
+        if tag == "dev":
+            return devices[r[1]]
         if tag == "victim_pid":
             return victim["pid"]
         if tag == "victim_handle":
@@ -333,6 +344,9 @@ def main(sys, argv):
         except Exception as exc:
             outcome = "BAD:" + type(exc).__name__ + ":" + str(exc)[:200]
         record[-1] = (outcome, name)
+        broken = invariants()
+        if broken:
+            record[-1] = ("BAD:after the call: " + broken, name)
 '''
 
 CHILD = "def main(sys, argv):\n    return 0\n"
@@ -384,9 +398,9 @@ def start(signer):
     return kernel, image, victim, snapshot(kernel, victim_pid)
 
 
-def snapshot(kernel, pid):
+def snapshot(kernel, pid, contents=True):
     """What the fuzzer must never change: the victim's process, descriptors, subscription,
-    port, device memory and files."""
+    port, device memory, FPGA slot and files (their index entries; with `contents`, their bytes)."""
     process = kernel.process(pid)
     subscription = next(h.subscription for h in process.fds.values() if hasattr(h, "subscription"))
     return {"alive": process.alive, "state": process.state, "fds": dict(process.fds),
@@ -395,7 +409,8 @@ def snapshot(kernel, pid):
             "subscribed": subscription in kernel.bus._subscriptions and not subscription.closed,
             "queued": len(subscription.queue), "port": kernel.ports[4001].pid,
             "fpga_slot_0": kernel.hardware.fpga.slots[0],
-            "files": {p: kernel.fs.read_file(p) for p in ("/apps/victim/state.txt", "/data/victim/keep.txt")}}
+            "files": {p: kernel.fs.read_file(p) if contents else kernel.fs.stat(p)
+                      for p in ("/apps/victim/state.txt", "/data/victim/keep.txt")}}
 
 
 def assert_no_zombies(kernel, checked):
@@ -419,9 +434,25 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
     """Run `batches` batches of CALLS_PER_BATCH calls on a new kernel, hypothesis seeded with
     `seed_value` (the same calls every run); returns the outcome counts."""
     kernel, image, victim, before = start(signer)
+    before_call = snapshot(kernel, victim["pid"], contents=False)
     counts = collections.Counter()
-    faults, checked = [], set()
+    faults, checked, first_failure = [], set(), []
     kernel.events.listen(lambda event: faults.append(event) if event.event_id == "KERNEL_FAULT" else None)
+
+    def invariants():
+        """Checked after every call, from the fuzzing app's thread: what is broken, or ''."""
+        if kernel.state != "running":
+            return f"kernel {kernel.state}"
+        if faults:
+            return f"KERNEL_FAULT {faults[0].message}"
+        if snapshot(kernel, victim["pid"], contents=False) != before_call:
+            return "the victim's state changed"
+        try:
+            assert_no_zombies(kernel, checked)
+        except AssertionError as exc:
+            return f"zombie {exc}"
+        return ""
+
     try:
         @seed(seed_value)
         @settings(max_examples=batches, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -430,7 +461,7 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
             batch = [expand(*decode(call)) for call in drawn]
             record = []
             while len(record) < len(batch):  # a call that ends the process: the rest in a new one
-                pid = kernel.spawn(image, [batch[len(record):], record, victim])
+                pid = kernel.spawn(image, [batch[len(record):], record, victim, invariants])
                 try:
                     kernel.wait(pid, 3600.0)
                 except TimeoutError:  # it sleeps or waits as long as it asked: end it
@@ -442,8 +473,10 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
                         kernel.wait(child, 3600.0)
                 if record and record[-1][0] == "pending":
                     record[-1] = ("ended the process", record[-1][1])
-            bad = [o for o in record if o[0].startswith("BAD:")]
-            assert not bad, bad
+            bad = [i for i, (outcome, _) in enumerate(record) if outcome.startswith("BAD:")]
+            if bad and not first_failure:  # the kernel lives on between examples: keep the first culprit
+                first_failure.append((record[bad[0]][0], batch[bad[0]]))
+            assert not bad, first_failure[0]
             counts.update(outcome for outcome, _ in record)
             counts.update(f"calls:{name}" for _, name in record)
             counts["calls"] += len(record)
