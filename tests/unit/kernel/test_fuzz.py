@@ -17,11 +17,12 @@ and file index entries are unchanged; no process is a zombie (alive without its 
 ended with descriptors, device memory or loaded code left). After every batch of 50, the
 victim's file contents too.
 
-The quick fuzz (default run) makes 5,000 calls; the slow one 100,000 (four kernels of 25,000).
+The quick fuzz (default run) makes 5,000 calls; the slow one 100,000 (eight kernels of 12,500).
 """
 import collections
 import errno
 import hashlib
+import itertools
 import random
 import sys as python_sys
 import threading
@@ -413,13 +414,16 @@ def snapshot(kernel, pid, contents=True):
                       for p in ("/apps/victim/state.txt", "/data/victim/keep.txt")}}
 
 
-def assert_no_zombies(kernel, checked):
-    """Every process is either running with its thread, or fully ended: exit recorded,
-    descriptors closed, device memory freed, its code unloaded. `checked`: pids already found
-    fully ended (an ended process stays so), skipped."""
+def assert_no_zombies(kernel, checked, pids=None):
+    """Every process (of `pids`, or all) is either running with its thread, or fully ended: exit
+    recorded, descriptors closed, device memory freed, its code unloaded. `checked`: pids already
+    found fully ended (an ended process stays so), skipped."""
     names = {t.name for t in threading.enumerate()}
-    for pid, process in list(kernel.processes.items()):
-        if pid in checked:
+    if pids is None:
+        pids = list(kernel.processes)
+    for pid in pids:
+        process = kernel.processes.get(pid)
+        if pid in checked or process is None:
             continue
         if process.alive:
             assert f"{kernel.satellite_id}:{process.name}:{process.pid}" in names, process.info()
@@ -436,7 +440,7 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
     kernel, image, victim, before = start(signer)
     before_call = snapshot(kernel, victim["pid"], contents=False)
     counts = collections.Counter()
-    faults, checked, first_failure = [], set(), []
+    faults, checked, first_failure, batch_start = [], set(), [], [0]
     kernel.events.listen(lambda event: faults.append(event) if event.event_id == "KERNEL_FAULT" else None)
 
     def invariants():
@@ -447,8 +451,9 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
             return f"KERNEL_FAULT {faults[0].message}"
         if snapshot(kernel, victim["pid"], contents=False) != before_call:
             return "the victim's state changed"
+        pids = itertools.takewhile(kernel.processes.__contains__, itertools.count(batch_start[0]))
         try:
-            assert_no_zombies(kernel, checked)
+            assert_no_zombies(kernel, checked, list(pids))  # the processes of this batch
         except AssertionError as exc:
             return f"zombie {exc}"
         return ""
@@ -460,6 +465,7 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
         def run(drawn):
             batch = [expand(*decode(call)) for call in drawn]
             record = []
+            batch_start[0] = max(kernel.processes) + 1
             while len(record) < len(batch):  # a call that ends the process: the rest in a new one
                 pid = kernel.spawn(image, [batch[len(record):], record, victim, invariants])
                 try:
@@ -515,12 +521,12 @@ def test_syscall_fuzz_quick(signer):
 
 @pytest.mark.slow
 def test_syscall_fuzz_100k(signer):
-    # Four kernels of 25,000 calls each: an ended process stays in the kernel's table (for wait),
-    # so ps() grows with every process the fuzz starts; four tables of ~600 keep it linear.
+    # Eight kernels of 12,500 calls each: an ended process stays in the kernel's table (for
+    # wait), so ps() grows with every process the fuzz starts; tables of ~300 keep it linear.
     started = time.monotonic()
     counts = collections.Counter()
-    for seed_value in range(1, 5):
-        counts.update(run_fuzz(signer, 500, seed_value=seed_value))
+    for seed_value in range(1, 9):
+        counts.update(run_fuzz(signer, 250, seed_value=seed_value))
     calls = counts["calls"]
     _print(counts)
     assert calls == 100_000 and sum(counts.values()) == 100_000
