@@ -74,7 +74,8 @@ def syscall(method: F) -> F:
             raise OSError(errno.EINVAL, f"{name}: {_exception_text(exc)}") from None
         except (MemoryError, RecursionError) as exc:
             process.acct.errors += 1
-            raise OSError(errno.ENOMEM, f"{name}: out of {'memory' if isinstance(exc, MemoryError) else 'stack'}") from None
+            what = "memory" if isinstance(exc, MemoryError) else "stack"
+            raise OSError(errno.ENOMEM, f"{name}: out of {what}") from None
         except Exception as exc:
             process.acct.errors += 1
             raise _fault(kernel, process, name, exc) from None
