@@ -478,3 +478,32 @@ def test_a_flood_of_denials_is_counted_but_recorded_at_the_log_rate(kernel, sign
     assert len(kernel.events.events("CAPABILITY_DENIED")) == 100
     assert kernel.events.dropped["script/denials"] == 19_900
     assert kernel.events.last("BOOT_COMPLETE") is not None and kernel.events.last("DEVICES_UP") is not None
+
+
+def test_unloading_an_apps_code_while_another_imports_leaves_no_zombie():
+    # Found by the fuzz: unload() iterated sys.modules while another process's thread imported,
+    # RuntimeError escaped the process's cleanup and the process never ended.
+    from types import ModuleType
+
+    from kernel.loader import unload
+
+    stop = threading.Event()
+
+    def importer():
+        while not stop.is_set():
+            for i in range(50):
+                python_sys.modules[f"_boundary_test_module_{i}"] = ModuleType("m")
+            for i in range(50):
+                python_sys.modules.pop(f"_boundary_test_module_{i}", None)
+
+    interval = python_sys.getswitchinterval()
+    python_sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=importer)
+    thread.start()
+    try:
+        for _ in range(3_000):
+            unload("_orbitos_no_such_package")
+    finally:
+        stop.set()
+        thread.join()
+        python_sys.setswitchinterval(interval)
