@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import posixpath
 import weakref
 from collections import deque
@@ -57,11 +58,12 @@ def syscall(method: F) -> F:
     name = method.__name__
 
     @functools.wraps(method)
-    def boundary(self: "_Syscalls", *args: Any, **kwargs: Any) -> Any:
+    def boundary(*args: Any, **kwargs: Any) -> Any:  # no named parameter: a keyword "self" is the
+        self: _Syscalls = args[0]                      # method's binding error (EINVAL), not ours
         kernel, process = self._kernel, self._process
         kernel.enter(process)
         try:
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         except ProcessExit:
             raise
         except OSError as exc:
@@ -632,15 +634,22 @@ class Sys:
 
 def _forward(name: str) -> Callable[..., Any]:
     implementation = getattr(_Syscalls, name)
+    signature = inspect.signature(implementation)  # for help(): the parameters, nothing else
 
     @functools.wraps(implementation)
-    def forward(self: Sys, *args: Any, **kwargs: Any) -> Any:
-        table = _TABLES.get(id(self)) if type(self) is Sys else None
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        # No named parameter here: Python matches a keyword to named parameters with `==`, and
+        # an app's str subclass naming a keyword could lie there (or raise while the error is
+        # formatted). Keyword names are made exact before any function with parameters sees them.
+        table = _TABLES.get(id(args[0])) if args and type(args[0]) is Sys else None
         if table is None:
             raise OSError(errno.EBADF, f"{name}: not a live syscall handle")
-        return implementation(table, *args, **kwargs)
+        if kwargs:
+            kwargs = {key if type(key) is str else str.__str__(key): value for key, value in kwargs.items()}
+        return implementation(table, *args[1:], **kwargs)
 
     del forward.__wrapped__  # no path from the app's handle to the implementation's objects
+    forward.__signature__ = signature  # type: ignore[attr-defined]
     return forward
 
 

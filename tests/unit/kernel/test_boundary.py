@@ -507,3 +507,30 @@ def test_unloading_an_apps_code_while_another_imports_leaves_no_zombie():
         stop.set()
         thread.join()
         python_sys.setswitchinterval(interval)
+
+
+def test_a_keyword_named_by_a_lying_str_is_used_as_its_exact_name(kernel, signer):
+    # Python matches keyword names to parameters with ==, and formats a binding error with
+    # str(name): both ran the app's code inside the kernel's frames.
+    _, values = run_script(kernel, signer, '''
+def explode(*args):
+    raise RuntimeError("app code ran")
+Name = type("Name", (str,), {"__eq__": lambda s, o: True, "__hash__": str.__hash__, "__str__": explode,
+                             "__repr__": explode, "__format__": explode})
+def call(*args, **kwargs):  # no named parameter: the harness's check(fn, ...) would bind fn
+    try:
+        value = args[0](*args[1:], **kwargs)
+        out("ok")
+        return value
+    except OSError as exc:
+        out(errno.errorcode[exc.errno])
+    except Exception as exc:
+        out("BAD:" + type(exc).__name__)
+fd = sys.open("/dev/gpu0")
+call(sys.wait, 100, **{Name("nonblock"): 1})
+call(sys.getpid, **{Name("self"): 1})
+h = call(sys.ioctl, fd, "alloc", **{Name("nbytes"): 4096})
+call(sys.ioctl, fd, "free", **{Name("handle"): h["handle"]})
+call(sys.open, **{Name("path"): "/dev/gpu0"})
+''', capabilities={"devices": ["gpu0"]})
+    assert ok(values) == ["EINVAL", "EINVAL", "ok", "ok", "ok"]

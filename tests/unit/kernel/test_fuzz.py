@@ -40,7 +40,7 @@ CALLS_PER_BATCH = 50
 ARGUMENT_NAMES = ["path", "mode", "nonblock", "fd", "size", "data", "op", "timeout_s", "depth", "pid",
                   "seconds", "code", "image", "argv", "topic", "message", "pattern", "event", "severity",
                   "satellite", "port", "task", "source", "target", "nbytes", "handle", "kernel", "inputs",
-                  "params", "block", "pixels", "slot", "bitstream", "manifest", "peer", "x", "message"]
+                  "params", "block", "pixels", "slot", "bitstream", "manifest", "peer", "x", "message", "self"]
 PATHS = ["/", "/dev", "/dev/gpu0", "/dev/fpga0", "/dev/laser0", "/dev/imager0", "/dev/storage0", "/dev/eps0",
          "/dev/nothing0", "/data", "/data/fuzz", "/data/fuzz/a", "/data/fuzz/b.txt", "/data/fuzz/dir/x",
          "/data/fuzz/child.img", "/apps/fuzz", "/apps/fuzz/notes", "/apps/victim/state.txt",
@@ -196,7 +196,8 @@ def expand(name, sensible, seed):
         args, kwargs = SENSIBLE[name](rng)
     else:
         args = [recipe(rng) for _ in range(rng.randrange(4))]
-        kwargs = {rng.choice(ARGUMENT_NAMES): recipe(rng) for _ in range(rng.randrange(3))}
+        kwargs = {rng.choice(["", "", "", "~"]) + rng.choice(ARGUMENT_NAMES): recipe(rng)
+                  for _ in range(rng.randrange(3))}  # "~name": a keyword named by a lying str
     return name, args, kwargs
 
 
@@ -240,6 +241,8 @@ LyingList = type("LyingList", (list,), {"__iter__": explode, "__len__": explode,
                                         "copy": explode, "__eq__": lie})
 LyingDict = type("LyingDict", (dict,), {"__iter__": explode, "items": explode, "keys": explode,
                                         "__getitem__": explode, "copy": explode, "__len__": explode})
+LyingName = type("LyingName", (str,), {"__eq__": lie, "__ne__": lie, "__hash__": str.__hash__, "__str__": explode,
+                                       "__repr__": explode, "startswith": lie, "__format__": explode})
 
 
 class Impostor:
@@ -325,7 +328,7 @@ def main(sys, argv):
 
     for name, args, kwargs in recipe_batch:
         args = [build(a) for a in args]
-        kwargs = {k: build(v) for k, v in kwargs.items()}
+        kwargs = {(LyingName(k[1:]) if k.startswith("~") else k): build(v) for k, v in kwargs.items()}
         record.append(("pending", name))
         try:
             value = getattr(sys, name)(*args, **kwargs)
@@ -486,7 +489,8 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
             counts.update(outcome for outcome, _ in record)
             counts.update(f"calls:{name}" for _, name in record)
             counts["calls"] += len(record)
-            counts["hostile"] += sum(1 for _, args, kwargs in batch if any(map(hostile, args + list(kwargs.values()))))
+            counts["hostile"] += sum(1 for _, args, kwargs in batch if any(map(hostile, args + list(kwargs.values())))
+                                     or any(key.startswith("~") for key in kwargs))
             assert kernel.state == "running"
             assert not faults, faults
             assert snapshot(kernel, victim["pid"]) == before
