@@ -525,8 +525,9 @@ class _Syscalls:
     # -- power and health ---------------------------------------------------------------------------
     @syscall
     def power_status(self) -> dict[str, Any]:
-        """soc, energy_wh, generation_w, load_w, in_eclipse, next_eclipse_utc_s, safe_mode... ENODEV."""
-        return self._kernel.power_status()
+        """soc, energy_wh, generation_w, load_w, in_eclipse, next_eclipse_utc_s, safe_mode... ENODEV.
+        A deep copy: the kernel caches the EPS state, and no app may change what others read."""
+        return plain("power status", self._kernel.power_status())
 
     @syscall
     def log(self, event: Any, severity: Any = "info", **fields: Any) -> None:

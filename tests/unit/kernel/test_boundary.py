@@ -534,3 +534,21 @@ call(sys.ioctl, fd, "free", **{Name("handle"): h["handle"]})
 call(sys.open, **{Name("path"): "/dev/gpu0"})
 ''', capabilities={"devices": ["gpu0"]})
     assert ok(values) == ["EINVAL", "EINVAL", "ok", "ok", "ok"]
+
+
+def test_what_one_app_reads_cannot_be_changed_for_another(kernel, signer):
+    # The kernel caches the EPS state for a few seconds and handed its nested lists and maps
+    # to every app: one app's mutation was what the next one read.
+    _, values = run_script(kernel, signer, '''
+        status = sys.power_status()
+        status["loads_w"]["forged"] = 1e9
+        if status["next_eclipse_utc_s"] is not None:
+            status["next_eclipse_utc_s"].append(0.0)
+        out(sorted(status["loads_w"]))
+    ''')
+    _, others = run_script(kernel, signer, '''
+        status = sys.power_status()
+        out(sorted(status["loads_w"]))
+        out(status["next_eclipse_utc_s"] is None or len(status["next_eclipse_utc_s"]) == 2)
+    ''')
+    assert "forged" in values[0] and "forged" not in others[0] and others[1] is True
