@@ -14,8 +14,9 @@ Checked after every call (by the app, which calls the test's `invariants`): only
 a real errno escapes, never EIO "internal error"; the kernel runs; no KERNEL_FAULT event; the
 victim's process, state, descriptors, subscription and queue, port, device memory, FPGA slot
 and file index entries are unchanged; no process is a zombie (alive without its thread, or
-ended with descriptors, device memory or loaded code left). After every batch of 50, the
-victim's file contents too.
+whose thread is gone without having ended completely: descriptors, device memory or loaded
+code left). After every batch of 50, the victim's file contents too; at the end, every process
+but the victim has ended completely.
 
 The quick fuzz (default run) makes 5,000 calls; the slow one 100,000 (eight kernels of 12,500).
 """
@@ -438,9 +439,11 @@ def snapshot(kernel, pid, contents=True):
 
 
 def assert_no_zombies(kernel, checked, pids=None):
-    """Every process (of `pids`, or all) is either running with its thread, or fully ended: exit
-    recorded, descriptors closed, device memory freed, its code unloaded. `checked`: pids already
-    found fully ended (an ended process stays so), skipped."""
+    """No process (of `pids`, or all) is a zombie: a process whose thread is gone has ended
+    completely (exit recorded, descriptors closed, device memory freed, its code unloaded); a
+    live one has its thread. A process whose thread still runs is not judged yet: it may be
+    ending right now (its thread and the caller's run together). `checked`: pids already found
+    fully ended (an ended process stays so), skipped."""
     names = {t.name for t in threading.enumerate()}
     if pids is None:
         pids = list(kernel.processes)
@@ -448,13 +451,24 @@ def assert_no_zombies(kernel, checked, pids=None):
         process = kernel.processes.get(pid)
         if pid in checked or process is None:
             continue
-        if process.alive:
-            assert f"{kernel.satellite_id}:{process.name}:{process.pid}" in names, process.info()
-        else:
-            assert process.exited.is_set() and process.exit_code is not None, process.info()
-            assert not process.fds and not process.gpu_allocations, process.info()
-            assert process.package not in python_sys.modules, process.info()
-            checked.add(pid)
+        if f"{kernel.satellite_id}:{process.name}:{process.pid}" in names:
+            continue
+        assert not process.alive, process.info()  # alive without its thread
+        assert process.exited.is_set() and process.exit_code is not None, process.info()
+        assert not process.fds and not process.gpu_allocations, process.info()
+        assert process.package not in python_sys.modules, process.info()
+        checked.add(pid)
+
+
+def settle(kernel, victim_pid, timeout_s=5.0):
+    """Wait (real time) until every ended process's thread is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = {t.name for t in threading.enumerate()}
+        if not any(f"{kernel.satellite_id}:{p.name}:{p.pid}" in names
+                   for p in kernel.processes.values() if p.pid != victim_pid and p.exited.is_set()):
+            return
+        time.sleep(0.01)
 
 
 def run_fuzz(signer, batches, report=None, seed_value=0):
@@ -518,6 +532,9 @@ def run_fuzz(signer, batches, report=None, seed_value=0):
             assert_no_zombies(kernel, checked)
 
         run()
+        settle(kernel, victim["pid"])
+        assert_no_zombies(kernel, checked)
+        assert len(checked) == len(kernel.processes) - 1  # every process but the victim ended completely
     finally:
         kernel.shutdown()
         kernel.clock.unregister()
