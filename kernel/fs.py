@@ -130,19 +130,37 @@ class MountReport:
 
 
 def normalize(path: Any) -> str:
-    """An absolute, normalised path. Raises EINVAL / ENAMETOOLONG naming what is wrong."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise OSError(errno.EINVAL, f"path must be an absolute string, got {path!r}")
+    """An absolute, normalised path, as an exact `str` (a copy: a str subclass's methods are
+    never called). The one place paths are checked, so that nothing the index cannot store (a
+    lone surrogate, a NUL) ever reaches it.
+
+    Raises OSError EINVAL for a path that is not a str, not absolute, not valid UTF-8 (a lone
+    surrogate such as "\\udc80"), holding a NUL or another non-printable character (controls,
+    format characters such as U+202E), or a '.' or '..' component; ENAMETOOLONG for a path over
+    MAX_PATH or a name over MAX_NAME (in characters or in UTF-8 bytes)."""
+    if not issubclass(type(path), str):
+        raise OSError(errno.EINVAL, "path must be a string")
+    path = str.__str__(path)
     if len(path) > MAX_PATH:
         raise OSError(errno.ENAMETOOLONG, f"path is {len(path)} characters; at most {MAX_PATH}")
-    if "\0" in path:
-        raise OSError(errno.EINVAL, "path contains a NUL character")
+    if not path.startswith("/"):
+        raise OSError(errno.EINVAL, f"path must be absolute (start with '/'), got {path[:64]!r}")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OSError(errno.EINVAL, f"path is not valid UTF-8 (a lone surrogate): {path[:64]!r}") from None
+    if len(encoded) > MAX_PATH:
+        raise OSError(errno.ENAMETOOLONG, f"path is {len(encoded)} bytes of UTF-8; at most {MAX_PATH}")
+    if not path.isprintable():  # NUL, C0 and C1 controls, format characters (U+202E...)
+        bad = next(c for c in path if not c.isprintable())
+        raise OSError(errno.EINVAL, f"path contains the non-printable character {bad!r}")
     parts = [p for p in path.split("/") if p]
     if any(p in (".", "..") for p in parts):
-        raise OSError(errno.EINVAL, f"path {path!r} may not contain '.' or '..'")
+        raise OSError(errno.EINVAL, f"path {path[:64]!r} may not contain '.' or '..'")
     for part in parts:
-        if len(part) > MAX_NAME:
-            raise OSError(errno.ENAMETOOLONG, f"name {part[:20]!r}... is {len(part)} characters; "
+        size = len(part.encode("utf-8"))
+        if size > MAX_NAME:
+            raise OSError(errno.ENAMETOOLONG, f"name {part[:20]!r}... is {size} bytes of UTF-8; "
                                               f"at most {MAX_NAME}")
     return "/" + "/".join(parts)
 

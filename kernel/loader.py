@@ -80,5 +80,6 @@ def load_entry(package: str, app: str, code: dict[str, bytes], entry: str) -> Ca
 def unload(package: str) -> None:
     with _IMPORTER.lock:
         _IMPORTER.packages.pop(package, None)
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+    names = list(sys.modules)  # a copy first: other processes' threads import meanwhile
+    for name in [n for n in names if n == package or n.startswith(package + ".")]:
         sys.modules.pop(name, None)
