@@ -59,6 +59,7 @@ class Driver:
         self.open_count = 0
         self.counters = {"calls": 0, "errors": 0, "bad_replies": 0, "busy_s": 0.0, "energy_j": 0.0}
         self._lock = threading.Lock()
+        self.identity: dict[str, Any] = {}  # the device's answer to the last successful probe
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} via {self.transport.name}: {self.state}>"
@@ -78,6 +79,7 @@ class Driver:
             self.probe_error = str(exc)
             raise
         self.state = "up"
+        self.identity = identity
         return identity
 
     def _on_probe(self) -> None:

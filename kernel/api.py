@@ -509,10 +509,12 @@ class _Syscalls:
         fd = _int("fd", fd)
         handle = expect(self._fd(fd), (SubscriptionHandle, PortHandle), fd, "a subscription or a port")
         timeout = _seconds("timeout_s", timeout_s)
+        binding = None
         if isinstance(handle, SubscriptionHandle):
             queue = handle.subscription.queue
         else:
-            queue = self._kernel.ports[handle.port].queue
+            binding = self._kernel.ports[handle.port]
+            queue = binding.queue
         if timeout == 0:
             if not queue:
                 raise OSError(errno.EAGAIN, f"fd {fd}: no message waiting")
@@ -520,7 +522,8 @@ class _Syscalls:
             raise OSError(errno.ETIMEDOUT, f"fd {fd}: no message within {timeout:g} s")
         if isinstance(handle, SubscriptionHandle):
             return self._kernel.bus.take(handle.subscription)
-        return queue.popleft()
+        with self._kernel._lock:
+            return binding.take()
 
     # -- power and health ---------------------------------------------------------------------------
     @syscall

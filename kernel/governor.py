@@ -3,7 +3,7 @@
 It knows the battery (capacity, reserve and critical fractions, charge and discharge
 efficiency) and the satellite's generation ahead (its track: eclipses included). Before a device
 operation starts, the kernel asks with the operation's declared energy
-(`sim_hw.cost_estimate`): the governor projects the stored energy over the next orbit with the
+(`Driver.estimate`, priced by the device model itself): the governor projects the stored energy over the next orbit with the
 present load and that extra energy spent now, and admits the work only if the projection never
 drops below the reserve. Otherwise it says when the work could start (the first time on the
 generation grid from which the projection holds), and the kernel defers it: EAGAIN to a

@@ -58,9 +58,8 @@ def syscall_names() -> frozenset[str]:
     """The public methods of `Sys`: the only names an isolated app may call."""
     global _SYSCALLS
     if _SYSCALLS is None:
-        from kernel.api import Sys  # the API sits on the kernel; imported late to keep it one-way
-        _SYSCALLS = frozenset(name for name in dir(Sys)
-                              if not name.startswith("_") and callable(getattr(Sys, name)))
+        from kernel.api import SYSCALLS  # the API sits on the kernel; imported late, one-way
+        _SYSCALLS = frozenset(SYSCALLS)
     return _SYSCALLS
 
 

@@ -82,6 +82,7 @@ class KernelConfig:
     supervision: SupervisionPolicy = SupervisionPolicy()
     thread_stack_bytes: int = 512 * 1024
     max_processes: int = 512  # processes alive at once on this kernel, all apps together
+    exited_kept: int = 256  # records of ended processes kept for wait and ps
     startup: tuple[StartupEntry, ...] = ()
 
 
@@ -93,6 +94,14 @@ class PortBinding:
     notify: Callable[[], None] | None = None
     depth: int = 256
     overflows: int = 0
+    max_bytes: int = 16 << 20  # encoded bytes queued at once (a flood of 1 MiB messages stops here)
+    queued_bytes: int = 0
+
+    def take(self) -> dict[str, Any]:
+        """The oldest queued message (the caller checked that one is there)."""
+        message = self.queue.popleft()
+        self.queued_bytes -= message.pop("_bytes")
+        return message
 
 
 class Kernel:
@@ -178,6 +187,8 @@ class Kernel:
 
     def _mount(self) -> None:
         storage = self.tree["storage0"].open()
+        for note in storage.identity.get("notes") or ():  # a block-file header repaired at open
+            self.events.emit("STORAGE_REPAIRED", "warning", "storage0", str(note)[:500])
         fs = FileSystem(storage, self.clock.now, ClockRLock(self.clock))
         try:
             report = fs.mount()
@@ -455,6 +466,28 @@ class Kernel:
             self._finish(process, code, reason)
 
     def _finish(self, process: Process, code: int, reason: str) -> None:
+        """Release what the process held, record its end, wake its waiters, restart it if its
+        policy says so. Each release step is guarded: one that fails is an event
+        (FINISH_STEP_FAILED) and the process still ends (never a zombie)."""
+        for step in (self._free_device_memory, app_threads.unregister_main, self._close_all,
+                     self._unbind_ports, lambda p: unload(p.package)):
+            try:
+                step(process)
+            except Exception as exc:  # noqa: BLE001 - a failed release must not leave a zombie
+                self.events.emit("FINISH_STEP_FAILED", "error", process.name, f"pid {process.pid}: "
+                                 f"releasing failed: {type(exc).__name__}: {str(exc)[:200]}",
+                                 pid=process.pid)
+        process.exit_code, process.reason, process.state = code, reason, "exited"
+        severity = "info" if code == 0 else "warning"
+        self.events.emit("APP_EXIT", severity, process.name, f"pid {process.pid} ended: {reason} "
+                         f"(code {code})", pid=process.pid, code=code, reason=reason)
+        process.exited.set()
+        for waiter in list(process.waiters):
+            waiter.wakeup.set()
+        self._forget_old_exits()
+        self._maybe_restart(process, code, reason)
+
+    def _free_device_memory(self, process: Process) -> None:
         for handle, (driver, _) in list(process.gpu_allocations.items()):
             try:
                 driver.open()  # the app may have closed its descriptor: the kernel frees for it
@@ -466,21 +499,23 @@ class Kernel:
                 self.events.emit("FREE_FAILED", "warning", process.name,
                                  f"device memory of pid {process.pid} not freed: {exc}")
         process.gpu_allocations.clear()
-        app_threads.unregister_main(process)
+
+    def _close_all(self, process: Process) -> None:
         for fd in list(process.fds):
             self._close_handle(process, process.fds.pop(fd))
+
+    def _unbind_ports(self, process: Process) -> None:
         with self._lock:
             for port in [p for p, b in self.ports.items() if b.pid == process.pid]:
                 del self.ports[port]
-        unload(process.package)
-        process.exit_code, process.reason, process.state = code, reason, "exited"
-        severity = "info" if code == 0 else "warning"
-        self.events.emit("APP_EXIT", severity, process.name, f"pid {process.pid} ended: {reason} "
-                         f"(code {code})", pid=process.pid, code=code, reason=reason)
-        process.exited.set()
-        for waiter in list(process.waiters):
-            waiter.wakeup.set()
-        self._maybe_restart(process, code, reason)
+
+    def _forget_old_exits(self) -> None:
+        """Keep the records of the last `exited_kept` ended processes (for wait and ps); older
+        ones are dropped, so the table does not grow with every process ever started."""
+        with self._lock:
+            ended = [pid for pid, p in self.processes.items() if p.exited.is_set()]
+            for pid in ended[:max(0, len(ended) - self.config.exited_kept)]:
+                del self.processes[pid]
 
     def _maybe_restart(self, process: Process, code: int, reason: str) -> None:
         policy = process.manifest.watchdog
@@ -664,17 +699,21 @@ class Kernel:
 
     def deliver(self, port: int, message: Any, sender: str) -> None:
         """Put a message for `port` in its queue (from this satellite or the ISL network).
-        Raises ECONNREFUSED when nothing is bound there, ENOBUFS when its queue is full."""
+        Raises ECONNREFUSED when nothing is bound there, ENOBUFS when its queue is full (in
+        messages or in bytes)."""
         with self._lock:
             binding = self.ports.get(port)
             if binding is None:
                 raise OSError(errno.ECONNREFUSED, f"{self.satellite_id}: nothing is bound to port {port}")
-            if len(binding.queue) >= binding.depth:
+            frame = encode({"m": message})
+            if len(binding.queue) >= binding.depth or binding.queued_bytes + len(frame) > binding.max_bytes:
                 binding.overflows += 1
-                raise OSError(errno.ENOBUFS, f"{self.satellite_id}: port {port} queue is full")
-            copy = decode_body(encode({"m": message})[4:])["m"]  # the receiver gets its own copy
+                raise OSError(errno.ENOBUFS, f"{self.satellite_id}: port {port} queue is full "
+                                             f"({len(binding.queue)} messages, {binding.queued_bytes} bytes)")
+            copy = decode_body(frame[4:])["m"]  # the receiver gets its own copy
             binding.queue.append({"port": port, "data": copy, "time_utc_s": self.clock.now(),
-                                  "sender": sender})
+                                  "sender": sender, "_bytes": len(frame)})
+            binding.queued_bytes += len(frame)
         binding.notify()
 
     # -- power ----------------------------------------------------------------------------------

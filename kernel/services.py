@@ -245,7 +245,7 @@ def watchdog_pass(kernel: "Kernel") -> None:
                             code=EXIT_CRASH)
             except ProcessLookupError:
                 continue  # it ended meanwhile (only possible on a wall clock)
-    # isolation helper: enforce_cpu_limits() is called here
+    kernel.enforce_cpu_limits()  # also swept on the wall clock: a spinner holds a virtual clock still
     for service in kernel.services.values():
         stalled = service.overdue(now)
         if stalled and service.name not in kernel.stalled_services:
@@ -266,9 +266,15 @@ class Scrubber:
         self.blocks = blocks
         self.position = 0
         self.reported: set[str] = set()
+        self.repairs_reported = 0
 
     def __call__(self) -> None:
-        found, self.position = self.kernel.fs.scrub(self.blocks, self.position)
+        fs = self.kernel.fs
+        found, self.position = fs.scrub(self.blocks, self.position)
+        for repair in fs.metadata_repairs[self.repairs_reported:]:
+            self.kernel.events.emit("METADATA_REPAIRED", "warning", "scrubber", f"file-system "
+                                    f"metadata rewritten after finding: {repair}")
+        self.repairs_reported = len(fs.metadata_repairs)
         for path in found:
             if path not in self.reported:
                 self.reported.add(path)

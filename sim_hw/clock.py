@@ -247,7 +247,14 @@ class WallClock(SimClock):
         if timeout_s is None:
             return event._flag.wait()
         timeout_s = _checked_duration(timeout_s, "timeout_s")
-        return event._flag.wait(timeout_s / self.speed)
+        # A long simulated wait on a slow clock can exceed what the OS wait takes: wait in
+        # pieces of at most TIMEOUT_MAX (the event ends any of them).
+        remaining_s = timeout_s / self.speed
+        while remaining_s > threading.TIMEOUT_MAX:
+            if event._flag.wait(threading.TIMEOUT_MAX):
+                return True
+            remaining_s -= threading.TIMEOUT_MAX
+        return event._flag.wait(remaining_s)
 
     def _set_event(self, event: ClockEvent) -> None:
         event._flag.set()

@@ -2,7 +2,7 @@
 msgpack header of valid frames flipped in turn, then random flips anywhere (hypothesis). Each
 frame gets answers that are valid frames and then a clean close (never a hang, never a garbled
 answer), and a healthy client is served after every one. The counts are printed (-s) for
-docs/reliability-parts/devserver.md."""
+docs/reliability.md (the device server)."""
 import socket
 import time
 from collections import Counter

@@ -135,7 +135,8 @@ def test_a_reply_that_is_not_a_block_is_eio():
         def call(self, device, op, args, t):
             reply = super().call(device, op, args, t)
             if op == "read_block":
-                return type(reply)({"data": "not bytes", "tag": b""}, reply.wait_s, reply.busy_s, reply.power_w)
+                data = "not bytes" if args["block"] == 1 else b"short"
+                return type(reply)({"data": data, "tag": b""}, reply.wait_s, reply.busy_s, reply.power_w)
             return reply
 
     hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
@@ -145,7 +146,10 @@ def test_a_reply_that_is_not_a_block_is_eio():
         driver.probe()
         driver.open()
         with pytest.raises(OSError) as error:
-            driver.read_block(1)
+            driver.read_block(1)  # the shared reply check (drivers/replies.py)
+        assert error.value.errno == errno.EIO and "data must be bytes" in str(error.value)
+        with pytest.raises(OSError) as error:
+            driver.read_block(2)  # the storage driver's own: a block is block_bytes long
         assert error.value.errno == errno.EIO and "not a 4096-byte block" in str(error.value)
 
 

@@ -122,7 +122,8 @@ def test_many_processes_fit_and_time_still_moves(signer):
     """Hundreds of processes on one kernel: small stacks, no polling; virtual time advances
     only when all of them wait, and every one of them wakes when its sleep ends."""
     from tests.unit.kernel.harness import make_kernel
-    kernel = make_kernel(signer)
+    from kernel.kernel import KernelConfig
+    kernel = make_kernel(signer, config=KernelConfig(exited_kept=300))
     image = signer.image(code="def main(sys, argv):\n    for _ in range(3):\n        sys.sleep(60.0)\n",
                          limits={"processes": 300})
     with kernel.clock.participant():
