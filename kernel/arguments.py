@@ -127,7 +127,10 @@ def exact_bytes(name: str, value: Any, max_bytes: int | None = None) -> bytes:
     elif issubclass(kind, bytearray):
         size = bytearray.__len__(value)
     elif kind is memoryview:
-        size = value.nbytes
+        try:
+            size = value.nbytes
+        except ValueError:  # released
+            raise _invalid(f"{name} is a released memoryview") from None
     else:
         raise _invalid(f"{name} must be bytes, got {safe_repr(value)}")
     if max_bytes is not None and size > max_bytes:
@@ -196,7 +199,10 @@ def _plain(name: str, path: tuple[Any, ...], value: Any, depth: int, budget: lis
     if issubclass(kind, bytes | bytearray) or kind is memoryview:
         return exact_bytes(name, value)
     if kind in _NUMPY_SCALARS:
-        return _plain(name, path, value.item(), depth, budget)
+        item = value.item()
+        if type(item) is kind:  # long double, void, ...: no plain Python value holds it
+            raise _invalid(f"{_where(name, path)}: numpy {safe_repr(kind.__name__)} values cannot be passed")
+        return _plain(name, path, item, depth, budget)
     if issubclass(kind, np.ndarray):
         array = np.ndarray.view(value, np.ndarray)
         if array.dtype.kind not in _ARRAY_KINDS:

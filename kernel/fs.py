@@ -180,6 +180,7 @@ class FileSystem:
         self._free: list[int] = []
         self._next_block = DATA_START
         self.corrupt_found = 0
+        self._held_after_failed_commit: list[int] = []  # see _commit
         self.metadata_repairs: list[str] = []  # what scrub_metadata found and repaired, oldest first
 
     # -- mounting and committing ------------------------------------------------------------------
@@ -250,7 +251,7 @@ class FileSystem:
             header = self.storage.read_written(start)
         except OSError as exc:
             return _Copy(slot, copy, "damaged", reason=f"header block: {exc.strerror}")
-        if header is None:
+        if header is None or not any(header):  # never written, or voided after a failed commit
             return _Copy(slot, copy, "blank")
         magic, generation, length, digest, slot_id, copy_id = _HEADER.unpack(header[:_HEADER.size])
         if magic != MAGIC or header[_HEADER.size:].count(0) != len(header) - _HEADER.size:
@@ -316,6 +317,7 @@ class FileSystem:
         generation = self._next_generation
         self._next_generation += 1  # never reused, even if this commit fails half-way
         digest = hashlib.sha256(payload).digest()
+        header_written = False
         try:  # write barriers (flush): data before the index, each index before its header
             for copy in range(COPIES):
                 start = slot + copy * SLOT_BLOCKS
@@ -324,15 +326,39 @@ class FileSystem:
                     self.storage.write_block(start + 1 + i // self.block_bytes, chunk)
                 self.storage.flush()
                 header = _HEADER.pack(MAGIC, generation, len(payload), digest, slot, copy)
+                header_written = True  # from here a copy of this generation may be on the device
                 self.storage.write_block(start, header.ljust(self.block_bytes, b"\0"))
                 self.storage.flush()
         except BaseException:
-            self._release(taken)
+            if header_written:
+                self._spoil_slot(slot)
+                # A whole copy of this failed generation may be on the device, naming `taken`:
+                # a mount before the next commit would use it. Its blocks are reused only after
+                # the next commit has written over that slot (never sooner: a stop in between
+                # would find them holding other data).
+                self._held_after_failed_commit.extend(taken)
+            else:
+                self._release(taken)
             raise
         self._index = index
         self._generation = generation
         self._active_slot = slot
         self._release(freed)
+        if self._held_after_failed_commit:  # this commit wrote over the failed one's slot
+            self._release(self._held_after_failed_commit)
+            self._held_after_failed_commit = []
+
+    def _spoil_slot(self, slot: int) -> None:
+        """Best effort after a failed commit: blank the headers of `slot`'s copies so that the
+        failed generation is not used at the next mount (the current one is in the other slot).
+        A device still failing leaves them as they are (then the failed generation, whole in
+        one copy, may be what the next mount finds, as documented)."""
+        try:
+            for copy in range(COPIES):
+                self.storage.write_block(slot + copy * SLOT_BLOCKS, bytes(self.block_bytes))
+            self.storage.flush()
+        except OSError:
+            pass
 
     # -- allocation --------------------------------------------------------------------------------
     def _allocate(self) -> int:

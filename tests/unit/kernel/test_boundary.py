@@ -552,3 +552,21 @@ def test_what_one_app_reads_cannot_be_changed_for_another(kernel, signer):
         out(status["next_eclipse_utc_s"] is None or len(status["next_eclipse_utc_s"]) == 2)
     ''')
     assert "forged" in values[0] and "forged" not in others[0] and others[1] is True
+
+
+def test_a_released_memoryview_and_long_double_scalars_are_einval(kernel, signer):
+    """Found by an attack after the merge: a released memoryview was EIO "internal error" (a
+    KERNEL_FAULT), numpy long doubles recursed to ENOMEM."""
+    _, values = run_script(kernel, signer, '''
+import numpy as np
+m = memoryview(b"abc"); m.release()
+check(sys.publish, "test.x", m)
+fd = sys.open("/apps/script/f", "w")
+check(sys.write, fd, m)
+check(sys.publish, "test.x", np.longdouble(1.5))
+check(sys.publish, "test.x", {"k": np.clongdouble(1)})
+check(sys.publish, "test.x", np.float32(2.5))
+''', capabilities={"publish": ["test.*"]})
+    assert ok(values)[1] == "EINVAL" and values[4] == "ok"  # write: data must be bytes
+    assert {values[0], values[2], values[3]} <= {"EINVAL", "EMSGSIZE"}  # publish: cannot be sent
+    assert kernel.events.events("KERNEL_FAULT") == []

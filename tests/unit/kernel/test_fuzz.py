@@ -397,7 +397,8 @@ def main(sys, argv):
 
 def start(signer):
     kernel = make_kernel(signer, config=KernelConfig(housekeeping_period_s=1e5, watchdog_period_s=1e5,
-                                                     scrub_period_s=1e5))
+                                                     scrub_period_s=1e5,
+                                                     exited_kept=1_000_000))  # every end checked
     kernel.clock.register()
     kernel.boot()
     kernel.fs.mkdir("/data/fuzz", "fuzz", parents=True)
