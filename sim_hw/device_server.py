@@ -38,7 +38,7 @@ import traceback
 from typing import Any
 
 from sim_hw.device_ops import OpError, brief_repr
-from sim_hw.hardware import SatelliteHardware
+from sim_hw.hardware import MAX_SPEED, SatelliteHardware
 from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout,
                          FrameTooLarge, decode_body, encode, recv_exact, unpack_length)
 
@@ -65,7 +65,12 @@ class DeviceServer:
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_speed: float | None = MAX_SPEED) -> None:
+        """`max_speed`: the hardware's time may outrun real time at most this many times while it
+        is served (clients cannot ratchet the shared clock; see SatelliteHardware). Raises
+        ValueError for a bad max_speed."""
+        hardware.limit_speed(max_speed)
         self.hardware = hardware
         self.max_frame_bytes = max_frame_bytes
         self.frame_timeout_s = frame_timeout_s

@@ -12,9 +12,15 @@ arguments (`device_ops.check_args`, which plans a GPU kernel and holds it to the
 its price (`device_pricing.price_operation`, which asks the device's own model and so plans an
 FPGA run against the slot's kernel), the operation's own checks (a manifest, a block size, a
 handle) and its time: a finite number, no more than `max_lag_s` before the latest time the
-hardware has seen and no more than `max_advance_s` after it. Only then does the clock move and
-the work happen; the device is charged the price it was quoted (one code path with a driver's
-`estimate`).
+hardware has seen and no more than `max_advance_s` after it, nor past what real time allows:
+`start_utc_s + max_advance_s + max_speed x (real seconds since the hardware was built)`, so that
+a client cannot ratchet the shared clock forward by `max_advance_s` per request (1,876 years in
+5 s before this bound). `max_speed` (None by default: an in-process simulation owns its clock and
+may run as fast as it can; the device server sets MAX_SPEED = 1e5, a simulated day per real
+second, for its untrusted clients) is the server's protection, not simulated behaviour: it reads
+`time.monotonic()`, and counts from the time the bound was set. Only
+then does the clock move and the work happen; the device is charged the price it was quoted (one
+code path with a driver's `estimate`).
 
 Devices queue: an operation that arrives while its device is busy starts when the device frees,
 and the wait includes the queueing. Every device's draw goes to the satellite's EPS
@@ -30,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -54,6 +61,7 @@ RX_QUEUE_FRAMES = 1024
 TX_QUEUE_FRAMES = 1024
 MAX_LAG_S = 86_400.0  # a request may be stamped up to a day before the hardware's time
 MAX_ADVANCE_S = 30 * 86_400.0  # and up to 30 days after it
+MAX_SPEED = 1e5  # and the time may outrun real time (since the hardware was built) this many times
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,8 @@ class SatelliteHardware:
     def __init__(self, profile: HardwareProfile, satellite_id: str = "SAT",
                  track: SatelliteTrack | None = None, faults: FaultSchedule | None = None,
                  start_utc_s: float | None = None, scene_seed: int = 0,
-                 max_lag_s: float = MAX_LAG_S, max_advance_s: float = MAX_ADVANCE_S) -> None:
+                 max_lag_s: float = MAX_LAG_S, max_advance_s: float = MAX_ADVANCE_S,
+                 max_speed: float | None = None) -> None:
         if track is None:
             track = SatelliteTrack.reference(satellite_id, 0.0 if start_utc_s is None else start_utc_s)
         self.profile = profile
@@ -102,6 +111,7 @@ class SatelliteHardware:
         self._last_t = self.start_utc_s
         self.max_lag_s = float(max_lag_s)
         self.max_advance_s = float(max_advance_s)
+        self.limit_speed(max_speed)
         self.power = PowerSystem(profile.eps, track.generation_profile(profile.eps.solar_array),
                                  self.start_utc_s)
         self.gpu = GpuModel(profile.gpu) if profile.gpu else None
@@ -232,6 +242,28 @@ class SatelliteHardware:
             raise OpError("EINVAL", f"{device}.{op}: time {t:.6g} is {t - self._last_t:.3g} s after the "
                                     f"hardware's time {self._last_t:.3f}; at most {self.max_advance_s:g} s "
                                     "ahead allowed")
+        limit = self.time_limit_utc_s()
+        if t > limit:
+            raise OpError("EINVAL", f"{device}.{op}: time {t:.6g} is past the latest time real time allows "
+                                    f"now, {limit:.3f} (start {self.start_utc_s:.3f} + {self.max_advance_s:g} s "
+                                    f"+ {self.max_speed:g} x {time.monotonic() - self._started_monotonic:.3g} "
+                                    "real seconds since the hardware started)")
+
+    def limit_speed(self, max_speed: float | None) -> None:
+        """Bound the time against real time from now on (None: no bound). Raises ValueError
+        for a value that is not positive and finite."""
+        if max_speed is not None and not (max_speed > 0 and np.isfinite(max_speed)):
+            raise ValueError(f"max_speed must be a positive finite number or None, got {max_speed!r}")
+        self.max_speed = None if max_speed is None else float(max_speed)
+        self._started_monotonic = time.monotonic()
+        self._speed_origin_utc_s = self._last_t
+
+    def time_limit_utc_s(self) -> float:
+        """The latest time a request may be stamped at now (inf without a `max_speed`)."""
+        if self.max_speed is None:
+            return float("inf")
+        elapsed_s = time.monotonic() - self._started_monotonic
+        return self._speed_origin_utc_s + self.max_advance_s + self.max_speed * elapsed_s
 
     # Handlers: `_<kind>_<op>(device, args, t)` does the work and returns the answer; an optional
     # `_check_<kind>_<op>(device, args)` refuses a bad request before anything changes. The

@@ -15,6 +15,12 @@ Errors: `FrameError` (a `ValueError`) for a frame that cannot be decoded: too la
 not msgpack, not a map, a bad array. `FrameTooLarge` is the subclass for an announced length
 past the limit (the stream cannot be resynchronised after it: close the connection), and
 `FrameTimeout` the one for a frame not complete by its deadline.
+
+Decoding is bounded too: a frame may create at most `container_budget(len(body))` containers
+(arrays and maps, empty ones included) and numpy arrays together, max(65,536, one per 64 bytes of
+body), and no single array or map may announce more than `MAX_CONTAINER_LEN` entries. Past
+either the frame is a `FrameError`, raised as soon as the budget is spent: a 16 MiB frame of
+16 M empty maps would otherwise become 16 M Python dicts (~1.2 GB) before any check.
 """
 from __future__ import annotations
 
@@ -33,6 +39,9 @@ RECV_CHUNK_BYTES = 256 * 1024
 ARRAY_EXT_TYPE = 1
 _LENGTH = struct.Struct(">I")
 _ARRAY_KINDS = "biuf"  # bool, signed, unsigned, float
+MIN_CONTAINER_BUDGET = 65_536  # containers + numpy arrays any frame may create
+BYTES_PER_CONTAINER = 64  # and one more per this many bytes of body
+MAX_CONTAINER_LEN = 1 << 20  # entries one array or map may announce (preallocated by msgpack)
 
 
 class FrameError(ValueError):
@@ -80,17 +89,84 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def encode(message: dict[str, Any], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
-    """A whole frame (length prefix included). Raises FrameTooLarge or TypeError."""
+    """A whole frame (length prefix included). Raises FrameTooLarge or TypeError, and FrameError
+    for a message `decode_body` would refuse (over its container budget or length limit), so that
+    whatever encodes also decodes."""
     body = msgpack.packb(message, default=_default, use_bin_type=True)
     if len(body) > max_frame_bytes:
         raise FrameTooLarge(f"frame of {len(body)} bytes exceeds the limit of {max_frame_bytes}")
+    if len(body) > MIN_CONTAINER_BUDGET:  # below, every container has its byte: always in budget
+        _check_budget(message, container_budget(len(body)))
     return _LENGTH.pack(len(body)) + body
 
 
+_COUNTED = (dict, list, tuple, np.ndarray)
+
+
+def _check_budget(message: Any, limit: int) -> None:
+    """Raises FrameError when message holds more than `limit` containers and numpy arrays, or a
+    container longer than MAX_CONTAINER_LEN (what `decode_body` would refuse)."""
+    count, stack = 0, [message]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            items = list(value.keys()) + list(value.values())
+        elif isinstance(value, list | tuple):
+            items = value
+        else:
+            count += isinstance(value, np.ndarray)
+            continue
+        count += 1
+        if len(value) > MAX_CONTAINER_LEN:
+            raise FrameError(f"a container of {len(value)} entries; at most {MAX_CONTAINER_LEN}")
+        # set(map(type, ...)) runs in C: a list of a million numbers is passed over in ~20 ms
+        if any(issubclass(kind, _COUNTED) for kind in set(map(type, items))):
+            stack.extend(v for v in items if isinstance(v, _COUNTED))
+        if count + len(stack) > limit:
+            raise FrameError(f"message holds more than {limit} containers and arrays (at most "
+                             f"max({MIN_CONTAINER_BUDGET}, frame bytes / {BYTES_PER_CONTAINER}))")
+
+
+def container_budget(body_len: int) -> int:
+    """How many containers (arrays, maps) and numpy arrays a frame body of body_len bytes may create."""
+    return max(MIN_CONTAINER_BUDGET, body_len // BYTES_PER_CONTAINER)
+
+
+class _Budget:
+    """Counts the objects msgpack builds (its hooks run once per container, empty ones included)."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.left = self.limit = limit
+
+    def _spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise FrameError(f"frame creates more than {self.limit} containers and arrays "
+                             f"(at most max({MIN_CONTAINER_BUDGET}, body bytes / {BYTES_PER_CONTAINER}))")
+
+    def list_hook(self, value: list) -> list:
+        self._spend()
+        return value
+
+    def object_hook(self, value: dict) -> dict:
+        self._spend()
+        return value
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        self._spend()
+        return _ext_hook(code, data)
+
+
 def decode_body(body: bytes | bytearray) -> dict[str, Any]:
-    """The message of a frame body. Raises FrameError when it is not one msgpack map."""
+    """The message of a frame body. Raises FrameError when it is not one msgpack map, or when it
+    would create more containers and arrays than its budget (`container_budget`)."""
+    budget = _Budget(container_budget(len(body)))
     try:
-        message = msgpack.unpackb(body, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        message = msgpack.unpackb(body, ext_hook=budget.ext_hook, list_hook=budget.list_hook,
+                                  object_hook=budget.object_hook, raw=False, strict_map_key=False,
+                                  max_array_len=MAX_CONTAINER_LEN, max_map_len=MAX_CONTAINER_LEN)
     except FrameError:
         raise
     except Exception as exc:

@@ -20,7 +20,7 @@ import pytest
 from drivers.transport import TcpTransport
 from sim_hw.compute_kernels import MAX_OUTPUT_BYTES
 from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import MAX_ADVANCE_S, MAX_LAG_S, SatelliteHardware
+from sim_hw.hardware import MAX_ADVANCE_S, MAX_LAG_S, MAX_SPEED, SatelliteHardware
 from sim_hw.profile import load_profile
 from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, encode, read_frame
 
@@ -345,10 +345,58 @@ def test_a_request_refused_anywhere_changes_nothing_not_even_the_clock(device, o
 
 
 def test_time_within_the_bounds_moves_the_clock_and_earlier_times_are_taken_at_it():
-    hardware = SatelliteHardware(PROFILE, "TB01", start_utc_s=T0)
+    # The per-request rules alone: the bound against real time (tested below) is switched off.
+    hardware = SatelliteHardware(PROFILE, "TB01", start_utc_s=T0)  # in-process: no real-time bound
     hardware.call("eps0", "status", {}, T0 + 1000.0)
     assert hardware.now_utc_s == T0 + 1000.0
     hardware.call("eps0", "status", {}, T0 + 10.0)  # within the lag: taken at the hardware's time
     assert hardware.now_utc_s == T0 + 1000.0
     hardware.call("eps0", "status", {}, T0 + 1000.0 + MAX_ADVANCE_S)
     assert hardware.now_utc_s == T0 + 1000.0 + MAX_ADVANCE_S
+
+
+def test_a_client_cannot_ratchet_the_shared_clock_past_what_real_time_allows():
+    """Each request may move the time max_advance_s ahead of the last; before the bound against
+    real time, a loop of such requests moved the shared clock 1,876 years in 5 s. Now the time
+    stays under start + max_advance_s + max_speed x real seconds elapsed, and a client stamping
+    its requests at the hardware's time (from `hello`) keeps being served."""
+    server, host, port = start_server()
+    started = time.monotonic()
+    try:
+        attacker, honest = connect(host, port), connect(host, port)
+        t, refused, n = T0, 0, 0
+        while time.monotonic() - started < 1.0:
+            t_try = max(t, server.hardware.now_utc_s) + 0.999 * MAX_ADVANCE_S
+            reply = request(attacker, {"v": 1, "id": n + 1, "type": "call", "device": "eps0",
+                                       "op": "status", "args": {}, "t": t_try})
+            n += 1
+            if reply["ok"]:
+                t = t_try
+            else:
+                refused += 1
+                assert reply["error"]["code"] == "EINVAL"
+                assert "real time" in reply["error"]["message"]
+        elapsed_s = time.monotonic() - started
+        moved_s = server.hardware.now_utc_s - T0
+        print(f"{n} requests in {elapsed_s:.2f} s, {refused} refused; the clock moved "
+              f"{moved_s / 86_400:.1f} days (bound {(MAX_ADVANCE_S + MAX_SPEED * elapsed_s) / 86_400:.1f})")
+        assert refused > 0
+        assert moved_s <= MAX_ADVANCE_S + MAX_SPEED * elapsed_s
+        # An honest client reads the hardware's time and is served at it, and just after.
+        now = request(honest, {"v": 1, "id": 1, "type": "hello"})
+        assert now["ok"]
+        now_utc_s = now["result"]["now_utc_s"]
+        for k, stamp in enumerate((now_utc_s, now_utc_s + 1.0, now_utc_s - 10.0)):
+            reply = request(honest, {"v": 1, "id": 2 + k, "type": "call", "device": "eps0",
+                                     "op": "status", "args": {}, "t": stamp})
+            assert reply["ok"], reply
+        assert ping(honest)["ok"]
+    finally:
+        server.close()
+
+
+def test_max_speed_must_be_positive_and_finite_or_none():
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_speed"):
+            SatelliteHardware(PROFILE, "TB01", start_utc_s=T0, max_speed=bad)
+    assert SatelliteHardware(PROFILE, "TB01", start_utc_s=T0, max_speed=None).time_limit_utc_s() == float("inf")
