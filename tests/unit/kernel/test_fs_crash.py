@@ -226,22 +226,33 @@ def test_blocks_of_a_failed_write_are_free_again_at_once():
         assert sorted(fs.block_numbers("/big") + fs.block_numbers("/more")) == list(range(DATA_START, DATA_START + 4))
 
 
+def failed_rewrite(hw, clock, **faults):
+    """/a acknowledged as b"1", then its rewrite to b"2" on a device failing as `faults` say
+    (write 3: copy 2's index, after data and copy 1's index and header). The file system of
+    the failed rewrite; the caller is a participant of `clock`."""
+    first = FileSystem(storage(hw, clock), clock.now)
+    first.mount()
+    first.write_file("/a", b"1", "app", None)
+    fs = FileSystem(storage(hw, clock, **faults), clock.now)
+    fs.mount()
+    with pytest.raises(OSError):
+        fs.write_file("/a", b"2", "app", None)
+    return fs
+
+
+def remount(hw, clock):
+    fs = FileSystem(storage(hw, clock), clock.now)
+    return fs, fs.mount()
+
+
 def test_after_a_failed_commit_the_file_system_goes_on_and_later_writes_win():
     hw, clock = hardware(), VirtualClock(T0)
     with clock.participant():
-        first = FileSystem(storage(hw, clock), clock.now)
-        first.mount()
-        first.write_file("/a", b"1", "app", None)
-        fs = FileSystem(storage(hw, clock, fail_at=3, once=True), clock.now)
-        fs.mount()
-        with pytest.raises(OSError):  # data, copy 1's index and header, then copy 2's index fails
-            fs.write_file("/a", b"2", "app", None)
+        fs = failed_rewrite(hw, clock, fail_at=3, once=True)
         assert fs.read_file("/a") == b"1"
-        # The raised change is whole in copy 1: a mount now would show it (documented), but a
-        # later commit takes a higher generation and wins.
-        fs.write_file("/a", b"3", "app", None)
-        again = FileSystem(storage(hw, clock), clock.now)
-        assert not again.mount().recovered and again.read_file("/a") == b"3"
+        fs.write_file("/a", b"3", "app", None)  # a later commit takes a higher generation, wins
+        again, report = remount(hw, clock)
+        assert not report.recovered and again.read_file("/a") == b"3"
 
 
 def test_a_mount_right_after_a_commit_cut_between_copies_is_an_unclean_stop():
@@ -249,15 +260,8 @@ def test_a_mount_right_after_a_commit_cut_between_copies_is_an_unclean_stop():
     either): the next mount finds it whole in copy 1 and says it was cut between its copies."""
     hw, clock = hardware(), VirtualClock(T0)
     with clock.participant():
-        first = FileSystem(storage(hw, clock), clock.now)
-        first.mount()
-        first.write_file("/a", b"1", "app", None)
-        fs = FileSystem(storage(hw, clock, fail_at=3), clock.now)
-        fs.mount()
-        with pytest.raises(OSError):
-            fs.write_file("/a", b"2", "app", None)
-        again = FileSystem(storage(hw, clock), clock.now)
-        report = again.mount()
+        failed_rewrite(hw, clock, fail_at=3)
+        again, report = remount(hw, clock)
         assert report.recovered and not report.damaged and "cut between its copies" in report.notes[0]
         assert again.read_file("/a") == b"2"
 
@@ -265,15 +269,8 @@ def test_a_mount_right_after_a_commit_cut_between_copies_is_an_unclean_stop():
 def test_a_commit_failing_once_between_copies_is_voided_and_the_old_state_mounts():
     hw, clock = hardware(), VirtualClock(T0)
     with clock.participant():
-        first = FileSystem(storage(hw, clock), clock.now)
-        first.mount()
-        first.write_file("/a", b"1", "app", None)
-        fs = FileSystem(storage(hw, clock, fail_at=3, once=True), clock.now)
-        fs.mount()
-        with pytest.raises(OSError):
-            fs.write_file("/a", b"2", "app", None)
-        again = FileSystem(storage(hw, clock), clock.now)
-        report = again.mount()
+        failed_rewrite(hw, clock, fail_at=3, once=True)
+        again, report = remount(hw, clock)
         assert not report.recovered and not report.damaged and again.read_file("/a") == b"1"
 
 
