@@ -438,6 +438,12 @@ class Kernel:
         return StartupEntry(image, tuple(argv), version)
 
     def _run(self, process: Process) -> None:
+        try:
+            self._run_app(process)
+        except app_threads.AsyncProcessExit:
+            pass  # landed in an except clause of _run_app: its finally has ended the process
+
+    def _run_app(self, process: Process) -> None:
         from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
 
         app_threads.register_main(process)
@@ -460,9 +466,14 @@ class Kernel:
         except BaseException as exc:  # the app's bug ends the app, never the kernel
             code, reason = EXIT_CRASH, f"crashed: {type(exc).__name__}: {exc}"
         finally:
-            with process.exit_lock:
-                process.in_syscall = True  # kernel code from here on: no exit raised into it
-            app_threads.cancel_exit(threading.get_ident())
+            while True:  # an exit raised into the thread may still land here: retry until shielded
+                try:
+                    with process.exit_lock:
+                        process.in_syscall = True  # kernel code from here on: no exit raised into it
+                    app_threads.cancel_exit(threading.get_ident())
+                    break
+                except app_threads.AsyncProcessExit:
+                    code, reason = process.kill_code, process.kill_reason or "killed"
             self._finish(process, code, reason)
 
     def _finish(self, process: Process, code: int, reason: str) -> None:

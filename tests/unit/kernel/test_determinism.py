@@ -220,7 +220,7 @@ def test_app_start_is_recorded_before_the_app_runs_on_a_wall_clock(signer):
     app's thread starts, not after."""
     from sim_hw.clock import WallClock
 
-    image = signer.image(code=FIRST_THING, name="first")
+    image = signer.image(code=FIRST_THING, name="first", limits={"processes": 30})  # all 30 may overlap
     kernel = make_kernel(signer, clock=WallClock(speed=1000.0, start_utc=T0))
     kernel.boot()
     try:
