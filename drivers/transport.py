@@ -115,7 +115,7 @@ class TcpTransport(Transport):
             frame = encode(message, self.max_frame_bytes)
             sock = self._connect()
             try:
-                deadline_s = time.monotonic() + self.timeout_s
+                deadline_s = time.monotonic() + self.timeout_s  # real I/O: a board's answer
                 sock.settimeout(self.timeout_s)
                 sock.sendall(frame)
                 reply = read_frame(sock, self.max_frame_bytes, deadline_s)

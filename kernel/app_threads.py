@@ -168,7 +168,8 @@ class CpuSweeper:
 
     def _loop(self) -> None:
         while True:
-            time.sleep(self.period_s)
+            time.sleep(self.period_s)  # real time on purpose: it measures real CPU, and on a
+            # virtual clock simulated time stands still while an app spins
             with self._lock:
                 kernels = list(self.kernels)
                 if not kernels:
@@ -177,6 +178,7 @@ class CpuSweeper:
             for kernel in kernels:
                 try:
                     kernel.enforce_cpu_limits()
-                except Exception:  # noqa: BLE001 - one kernel's fault must not stop the sweep of others
-                    pass
+                except Exception as exc:  # noqa: BLE001 - one kernel's fault must not stop the sweep
+                    kernel.events.emit("CPU_SWEEP_FAILED", "error", "kernel", f"CPU limit sweep: "
+                                       f"{type(exc).__name__}: {str(exc)[:200]}")
             self.sweeps += 1

@@ -39,14 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from kernel.process import Process, ProcessExit
-from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, FrameError, FrameTooLarge, decode_body, encode,
-                         recv_exact, unpack_length, write_frame)
+from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, encode, read_frame, write_frame
 
 PROTOCOL_VERSION = 1
 GRACE_S = 1.0
 CHILD_FD = 3
 MAX_FRAME_BYTES = DEFAULT_MAX_FRAME_BYTES
-READ_CHUNK_BYTES = 1 << 20
 EXIT_CRASH = 1
 EXIT_LIMIT = 137
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +144,7 @@ class AppOsProcess:
             self._pidfd = None
         if self.status is not None:
             return self.status
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + grace_s  # real time: a real OS process leaving
         # wait for its exit without reaping it: while it is a zombie its pid and process group
         # id cannot be reused, so the group can be killed safely
         while os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
@@ -177,25 +175,6 @@ class AppOsProcess:
             return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             return None
-
-
-def read_app_frame(channel: socket.socket, max_frame_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any] | None:
-    """The next frame from an app (the wire format), or None at the end of its stream. Memory
-    grows with the bytes that arrived, not with the length announced, so an app announcing
-    64 MiB and sending nothing costs the kernel nothing. Raises FrameTooLarge, FrameError."""
-    header = recv_exact(channel, 4)
-    if header is None:
-        return None
-    length = unpack_length(header)
-    if length > max_frame_bytes:
-        raise FrameTooLarge(f"frame announces {length} bytes; the limit is {max_frame_bytes}")
-    body = bytearray()
-    while len(body) < length:
-        chunk = channel.recv(min(length - len(body), READ_CHUNK_BYTES))
-        if not chunk:
-            raise FrameError(f"connection closed after {len(body)} of {length} bytes")
-        body += chunk
-    return decode_body(body)
 
 
 def describe_status(status: int, cpu_s: float | None, cpu_limit_s: float) -> tuple[int, str]:
@@ -241,7 +220,7 @@ def serve(kernel: Any, process: Process, sys_handle: Any) -> tuple[int, str]:
             pass  # it died before reading: its status below says how
         while True:
             try:
-                frame = read_app_frame(app.channel) if app.wait_readable() else None
+                frame = read_frame(app.channel, MAX_FRAME_BYTES) if app.wait_readable() else None
             except FrameError as exc:
                 app.reap()
                 if process.kill_reason is not None or kernel.state == "stopping":

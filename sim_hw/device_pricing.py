@@ -1,8 +1,7 @@
 """What a device operation costs, asked of the device's own model: declared energy is modelled energy.
 
 Each device model prices its own operations (`GpuModel.price`, `FpgaModel.price`,
-`LaserTerminalModel.price`, `ImagerModel.price`; storage with `StorageModel.read_cost` and
-`write_cost`). `price_operation` is the one path to them: the simulated hardware charges what it
+`LaserTerminalModel.price`, `ImagerModel.price`, `StorageModel.price`). `price_operation` is the one path to them: the simulated hardware charges what it
 returns, and a driver's `estimate` declares it to the power governor before the work starts,
 from a model built from the same profile (`device_model`). So for the simulated hardware the
 declared energy is the charged energy; for a real board it is the profile's promise.
@@ -51,13 +50,6 @@ def price_operation(model: DeviceModel | None, device: str, op: str, args: dict[
     if model is None:
         return None
     try:
-        if isinstance(model, StorageModel):
-            # Storage prices whole-block I/O itself (read_cost / write_cost); other ops are free.
-            if op == "read_block":
-                return model.read_cost(model.spec.block_bytes)
-            if op == "write_block":
-                return model.write_cost(model.spec.block_bytes)
-            return None
         return model.price(op, args)
     except RequestTooLarge as exc:
         raise OpError(exc.code, f"{device}.{op}: {exc}") from None

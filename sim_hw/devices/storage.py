@@ -15,7 +15,7 @@ the model returns the raw bits. Explicitly scheduled flips (`FaultSchedule` even
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -93,6 +93,14 @@ class StorageModel:
         check_count("nbytes", nbytes)
         return DeviceCost(self.spec.access_latency_s + nbytes / self.spec.write_bytes_per_s,
                           self.spec.active_power_w)
+
+    def price(self, op: str, args: dict[str, Any]) -> DeviceCost | None:
+        """What an operation costs: whole-block reads and writes; other operations are free."""
+        if op == "read_block":
+            return self.read_cost(self.spec.block_bytes)
+        if op == "write_block":
+            return self.write_cost(self.spec.block_bytes)
+        return None
 
     def write_block(self, index: int, data: bytes, t: float, tag: bytes = b"") -> DeviceCost:
         """Store exactly one block at time t, with an optional protection tag kept beside it
