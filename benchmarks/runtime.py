@@ -38,7 +38,8 @@ import ray  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from kernel.image import build_image, generate_key, load_private_key  # noqa: E402
-from runtime.ray_hosts import ConstellationRun, start_ray  # noqa: E402
+from runtime.constellation_run import ConstellationRun  # noqa: E402
+from runtime.ray_cluster import start_ray  # noqa: E402
 
 CONFIGS = {12: ROOT / "examples" / "constellations" / "three-body-12.toml",
            386: ROOT / "examples" / "constellations" / "walker-386.toml",

@@ -49,7 +49,7 @@ def _address(args: argparse.Namespace) -> str:
 
 def _attach(args: argparse.Namespace) -> Any:
     address = _address(args)  # first: it may set RAY_AUTH_MODE, which Ray reads on import
-    from runtime.ray_hosts import ConstellationRun
+    from runtime.constellation_run import ConstellationRun
 
     try:
         return ConstellationRun.attach(address)
@@ -143,7 +143,7 @@ def _trusted_keys(paths: list[Path]) -> tuple[bytes, ...]:
 
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
-    from runtime.ray_hosts import ConstellationRun, PlacementError
+    from runtime.constellation_run import ConstellationRun, PlacementError
     from sim_hw.spec_loading import ConfigError
 
     if not 0 < args.speed <= 10_000 or not 0 < args.hours <= 24 * 14:

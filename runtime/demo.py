@@ -34,7 +34,7 @@ def _clock_text(seconds: float) -> str:
 def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float = 2.0, hosts: int = 2,
              out: TextIO = sys.stdout, live: bool = True, poll_s: float = 0.5) -> dict[str, Any]:
     """Run the demo; returns the summary. Raises ConfigError, ValueError for bad arguments."""
-    from runtime.ray_hosts import ConstellationRun  # Ray only when a demo runs
+    from runtime.constellation_run import ConstellationRun  # Ray only when a demo runs
 
     if not 0 < speed <= 10_000 or not 0 < orbits <= 50:
         raise ValueError(f"speed must be in (0, 10000] and orbits in (0, 50]; got {speed}, {orbits}")

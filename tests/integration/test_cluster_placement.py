@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from ray.cluster_utils import Cluster
 
 from runtime.client import Client, OutOfReach
-from runtime.ray_hosts import NAMESPACE, SATELLITE_LABEL, ConstellationRun, PlacementError, labelled_nodes
+from runtime.constellation_run import ConstellationRun, PlacementError
+from runtime.ray_cluster import NAMESPACE, SATELLITE_LABEL, labelled_nodes
 from sim_hw.constellation import load_constellation
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer

@@ -9,7 +9,8 @@ import ray
 from cryptography.hazmat.primitives import serialization
 
 from runtime.client import Client, OutOfReach
-from runtime.ray_hosts import HOST_NAME, NAMESPACE, ConstellationRun
+from runtime.constellation_run import ConstellationRun
+from runtime.ray_cluster import HOST_NAME, NAMESPACE
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]

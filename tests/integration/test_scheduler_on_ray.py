@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from runtime.ray_hosts import ConstellationRun
+from runtime.constellation_run import ConstellationRun
 from sim_hw.constellation import load_constellation
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer

@@ -1,0 +1,51 @@
+"""Starting or joining Ray, and the names a constellation's actors have on it.
+
+`start_ray` starts an embedded local Ray (CPUs and object store set explicitly, no dashboard,
+quiet driver logs) or joins the cluster at `address`, shipping the project's four packages to
+every node as `runtime_env` py_modules. `labelled_nodes` lists the alive nodes that carry a
+satellite label, for placement "node".
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import ray
+
+import drivers
+import kernel
+import runtime
+import sim_hw
+
+HOST_PREFIX = "orbitos-host-"
+HOST_NAME = HOST_PREFIX + "{}"
+SCHEDULER_NAME = "orbitos-scheduler"
+NAMESPACE = "orbitos"
+SATELLITE_LABEL = "orbitos.sat"
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None,
+              object_store_bytes: int = 256 * 1024 * 1024, dashboard: bool = False,
+              ship_code: bool = True) -> bool:
+    """Join `address`, or start an embedded local Ray if none is running. Returns True when this
+    call started Ray (and so should shut it down). Joining a cluster ships the project's four
+    packages to it as `runtime_env` py_modules (`ship_code`), so no node needs it installed."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
+                 object_store_memory=object_store_bytes, namespace=NAMESPACE)
+    elif ship_code:
+        modules = [str(Path(m.__file__).parent) for m in (sim_hw, drivers, kernel, runtime)]
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 runtime_env={"py_modules": modules})
+    else:  # a control command on a running constellation: nothing to ship, nothing to say
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    return True
+
+
+def labelled_nodes(label: str = SATELLITE_LABEL) -> dict[str, str]:
+    """Alive Ray nodes carrying `label`: {label value: node id}."""
+    return {n["Labels"][label]: n["NodeID"] for n in ray.nodes()
+            if n.get("Alive") and label in (n.get("Labels") or {})}
