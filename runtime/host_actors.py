@@ -7,6 +7,7 @@ facade are elsewhere.
 from __future__ import annotations
 
 import errno
+from concurrent.futures import Future
 from typing import Any
 
 import ray
@@ -80,13 +81,22 @@ class SatelliteHostActor:
         if reboot_reason is not None:
             self.booted = self.host.boot(reboot_reason)
 
-    def _remote_deliver(self, satellite: str, port: int, message: Any, sender: str) -> None:
+    def _remote_deliver(self, satellite: str, port: int, message: Any, sender: str) -> Future:
+        """Hand a message to the host of `satellite` without waiting: a Future of that host's
+        answer (True delivered, False refused), which the network counts when it completes; an
+        exception in it (no such host, the host died) counts the message lost."""
         index = self._owner_of[satellite]
-        handle = self._handles.get(index)
-        if handle is None:
-            handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
-            self._handles[index] = handle
-        handle.deliver.remote(satellite, port, message, sender)  # fire and forget: the network counts
+        try:
+            handle = self._handles.get(index)
+            if handle is None:
+                handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
+                self._handles[index] = handle
+            outcome = handle.deliver.remote(satellite, port, message, sender).future()
+        except Exception as exc:  # the host's actor is gone (ValueError) or cannot be called
+            self._handles.pop(index, None)
+            outcome = Future()
+            outcome.set_exception(exc)
+        return outcome
 
     def boot(self) -> dict[str, Any]:
         if self.booted is None:

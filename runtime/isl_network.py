@@ -3,16 +3,36 @@
 `send(source, target, port, message, sender)` routes the message at once (contact-graph
 routing: propagation + serialisation at each link's rate + queueing behind earlier traffic on
 the same window; a link being acquired carries nothing), reserves the links it will use, and
-schedules each hop as an event on the clock. At every hop the frame is sealed by the sending
-satellite with its link session (AES-GCM, keys from X25519) and opened by the receiving one; a
-frame that does not authenticate or that was seen before is dropped and counted. Where no link
-leads on, the message waits in the custody of the last satellite reached until a window opens
-(store-and-forward is part of the route). The sender learns at once when the plan holds no path
-(EHOSTUNREACH) or when the earliest arrival is past the message's time to live (ETIMEDOUT);
-nothing is dropped silently: `counters` says what was queued, delivered, expired, refused,
-tampered and replayed.
+schedules the message's first departure as an event on the clock. Each hop is two events: at
+its departure the sending satellite seals the frame with its link session (AES-GCM, keys from
+X25519) and its laser terminal starts carrying it; at its arrival the receiving satellite opens
+it, and either schedules the next departure or, at the end of the route, delivers it. A frame is
+sealed when it leaves, never earlier: a message waiting in custody for a window holds no sequence
+number, so frames that leave before it on that link cannot push it out of the receiver's replay
+window.
 
-The network runs one thread, a participant of the clock, that sleeps until the next hop.
+Every frame's authenticated header binds the link (from, to, session, sequence) and the message
+(origin, final destination, message id, port; `link_crypto.MessageBinding`). A receiver drops
+and counts a frame that does not authenticate, that belongs to another link or session, or whose
+authenticated destination is not the satellite it would be delivered to (`tampered`), and one
+seen before (`replayed`). Where no link leads on, the message waits in the custody of the last
+satellite reached until a window opens (store-and-forward is part of the route). The sender
+learns at once when the plan holds no path (EHOSTUNREACH) or when the earliest arrival is past
+the message's time to live (ETIMEDOUT).
+
+Delivery: an endpoint (`attach`) returns None (delivered), or raises OSError (refused: nothing
+bound on the port, a full queue), or returns a `concurrent.futures.Future` for a satellite on
+another host: its result True (delivered) or False (refused) is counted when it comes, an
+exception (the host is dead or gone) counts the message `lost`; `awaiting` counts answers not
+yet back. Nothing is dropped silently: `counters` says what was queued, delivered, refused,
+lost, expired, unreachable, tampered and replayed.
+
+Power: a hop's transmit interval (departure to departure + serialisation) is drawn at the laser's
+active power by the sending satellite's terminal, and the same interval shifted by the light time
+by the receiving satellite's (a linked terminal draws `power_w` both ways), on the hardware given
+to `attach`; satellites hosted elsewhere are charged by nobody (`laser_uncharged`).
+
+The network runs one thread, a participant of the clock, that sleeps until the next event.
 """
 from __future__ import annotations
 
@@ -20,19 +40,27 @@ import errno
 import heapq
 import itertools
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from runtime.link_crypto import FrameRejected, LinkSession, SatelliteIdentity, SealedFrame, establish
+from runtime.link_crypto import (HEADER_BYTES, TAG_BYTES, FrameRejected, LinkSession, MessageBinding,
+                                 SatelliteIdentity, SealedFrame, establish)
 from runtime.routing import ContactGraphRouter, Hop, Route
 from sim_hw.clock import SimClock
 from sim_hw.contact_plan import ContactPlan
 from sim_hw.wire import decode_body, encode
 
 DEFAULT_TTL_S = 3600.0
-FRAME_OVERHEAD_BYTES = 16 + 16 + 4 + 8 + 16  # header and GCM tag
+FRAME_OVERHEAD_BYTES = HEADER_BYTES + TAG_BYTES  # clear authenticated header and GCM tag
 
-Deliver = Callable[[int, Any, str], None]
+Deliver = Callable[[int, Any, str], "Future[bool] | bool | None"]
+
+
+class LaserHardware(Protocol):
+    """What the network needs of a satellite's hardware (`sim_hw.hardware.SatelliteHardware`)."""
+
+    def laser_active(self, peer: str, start_utc_s: float, end_utc_s: float) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -57,9 +85,11 @@ class IslNetwork:
         self.identities = identities or {}
         self.default_ttl_s = default_ttl_s
         self.counters = {"queued": 0, "delivered": 0, "expired": 0, "unreachable": 0, "refused": 0,
-                         "tampered": 0, "replayed": 0, "hops": 0, "bytes": 0, "faults": 0}
+                         "lost": 0, "awaiting": 0, "tampered": 0, "replayed": 0, "hops": 0, "bytes": 0,
+                         "faults": 0, "laser_uncharged": 0}
         self.tamper: Callable[[SealedFrame], SealedFrame] | None = None  # an adversary on the links
         self._endpoints: dict[str, Deliver] = {}
+        self._hardware: dict[str, LaserHardware] = {}
         self._link_free_at: dict[int, float] = {}
         self._sessions: dict[int, tuple[LinkSession, LinkSession]] = {}
         self._events: list[tuple[float, int, Any]] = []
@@ -71,9 +101,13 @@ class IslNetwork:
         self._thread: threading.Thread | None = None
 
     # -- endpoints ------------------------------------------------------------------------------
-    def attach(self, satellite: str, deliver: Deliver) -> None:
-        """Deliver messages for `satellite` through `deliver(port, message, sender)` (a kernel's)."""
+    def attach(self, satellite: str, deliver: Deliver, hardware: LaserHardware | None = None) -> None:
+        """Deliver messages for `satellite` through `deliver(port, message, sender)` (a kernel's,
+        or a call to another host: see the module doc for what it may return). With `hardware`,
+        the satellite's laser terminals draw active power while they carry its hops."""
         self._endpoints[satellite] = deliver
+        if hardware is not None:
+            self._hardware[satellite] = hardware
         self.identities.setdefault(satellite, SatelliteIdentity(satellite))
 
     def has_endpoint(self, satellite: str) -> bool:
@@ -97,12 +131,13 @@ class IslNetwork:
     def send(self, source: str, target: str, port: int, message: Any, sender: str,
              ttl_s: float | None = None) -> Receipt:
         """Route and schedule a message. Raises OSError: EHOSTUNREACH (unknown target, or no
-        path in the contact plan), ETIMEDOUT (earliest arrival past the time to live), EMSGSIZE."""
+        path in the contact plan), ETIMEDOUT (earliest arrival past the time to live), EMSGSIZE;
+        ValueError for a port outside 0..65535."""
         if target not in self._endpoints:
             with self._lock:
                 self.counters["unreachable"] += 1
             raise OSError(errno.EHOSTUNREACH, f"{target} is not a satellite of this network")
-        payload = encode({"port": port, "sender": sender, "data": message})
+        payload = encode({"sender": sender, "data": message})
         size = len(payload) + FRAME_OVERHEAD_BYTES
         now = self.clock.now()
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
@@ -117,13 +152,13 @@ class IslNetwork:
                 raise OSError(errno.ETIMEDOUT, f"{source} to {target}: earliest arrival in "
                                                f"{route.arrival_utc_s - now:.0f} s, past the time to "
                                                f"live of {ttl:g} s")
+            message_id = next(self._ids)
+            binding = MessageBinding(source, target, message_id, port)
             for hop in route.hops:
                 self._link_free_at[hop.window_index] = hop.depart_utc_s + \
                     size * 8.0 / hop.window.rate_bps
-            message_id = next(self._ids)
             self.counters["queued"] += 1
-            self._schedule(route.hops[0].arrive_utc_s, ("hop", message_id, route, 0,
-                                                        self._seal(route, 0, payload), target))
+            self._schedule(route.hops[0].depart_utc_s, ("depart", route, 0, binding, payload))
         self._wake.set()
         return Receipt(message_id, tuple(route.nodes), now, route.arrival_utc_s)
 
@@ -136,19 +171,19 @@ class IslNetwork:
             self._sessions[window_index] = session
         return session
 
-    def _seal(self, route: Route, hop: int, payload: bytes) -> SealedFrame:
-        sealing, _ = self._session(route.hops[hop].window_index)
-        return sealing.seal(payload)
-
     def _schedule(self, when: float, event: Any) -> None:
         heapq.heappush(self._events, (when, next(self._seq), event))
 
-    def inject(self, window_index: int, frame: SealedFrame, target: str) -> None:
-        """Put a frame on a link as if it had crossed it now (a replay by an adversary)."""
+    def inject(self, window_index: int, frame: SealedFrame, target: str | None = None) -> None:
+        """Put a frame on a link as if it had crossed it now (an adversary's replay), claiming it
+        is for `target` (default: the link's receiver). It is delivered only if it authenticates
+        on that link, is fresh, and its authenticated destination is the receiver and `target`.
+        Raises IndexError for a window not in the plan."""
+        window = self.plan.windows[window_index]
         with self._lock:
             now = self.clock.now()
-            route = Route((Hop(window_index, self.plan.windows[window_index], now, now),))
-            self._schedule(now, ("hop", 0, route, 0, frame, target))
+            route = Route((Hop(window_index, window, now, now),))
+            self._schedule(now, ("arrive", route, 0, frame, window.target if target is None else target))
         self._wake.set()
 
     # -- the event loop -------------------------------------------------------------------------
@@ -164,37 +199,82 @@ class IslNetwork:
             with self._lock:
                 _, _, event = heapq.heappop(self._events)
             try:
-                self._hop(*event[1:])
+                if event[0] == "depart":
+                    self._depart(*event[1:])
+                else:
+                    self._arrive(*event[1:])
             except Exception:  # a fault in one message must not stop the network: count it
                 with self._lock:
                     self.counters["faults"] += 1
 
-    def _hop(self, message_id: int, route: Route, index: int, frame: SealedFrame, target: str) -> None:
+    def _depart(self, route: Route, index: int, binding: MessageBinding, payload: bytes) -> None:
+        """A hop leaves: seal it now (the next sequence number of its link), draw the lasers."""
+        hop = route.hops[index]
+        sealing, _ = self._session(hop.window_index)
+        frame = sealing.seal(payload, binding)
+        transmit_s = frame.size_bytes * 8.0 / hop.window.rate_bps
+        light_s = hop.arrive_utc_s - hop.depart_utc_s - transmit_s
+        for satellite, peer, start in ((hop.window.source, hop.window.target, hop.depart_utc_s),
+                                       (hop.window.target, hop.window.source, hop.depart_utc_s + light_s)):
+            hardware = self._hardware.get(satellite)
+            try:
+                if hardware is None:
+                    self._count("laser_uncharged")
+                else:
+                    hardware.laser_active(peer, start, start + transmit_s)
+            except Exception:  # a satellite without a terminal: count it, the frame still leaves
+                self._count("faults")
+        with self._lock:
+            self._schedule(hop.arrive_utc_s, ("arrive", route, index, frame, route.nodes[-1]))
+
+    def _arrive(self, route: Route, index: int, frame: SealedFrame, target: str) -> None:
+        """A hop arrives: open it; forward it, or deliver it at its authenticated destination."""
         hop = route.hops[index]
         _, opening = self._session(hop.window_index)
         if self.tamper is not None:
             frame = self.tamper(frame)
         try:
-            payload = opening.open(frame)
+            opened = opening.open(frame)
         except FrameRejected as rejected:
             with self._lock:
                 self.counters[rejected.reason] += 1
             return
+        binding = opened.binding
+        last = index + 1 == len(route.hops)
+        if binding.destination != target or (last and binding.destination != hop.window.target):
+            with self._lock:  # authentic, but moved to another route or destination
+                self.counters["tampered"] += 1
+            return
         with self._lock:
             self.counters["hops"] += 1
             self.counters["bytes"] += frame.size_bytes
-        if index + 1 < len(route.hops):
-            with self._lock:
-                self._schedule(route.hops[index + 1].arrive_utc_s,
-                               ("hop", message_id, route, index + 1, self._seal(route, index + 1, payload),
-                                target))
-            return
-        message = decode_body(payload[4:])  # payload is a whole frame, length prefix first
+            if not last:
+                self._schedule(route.hops[index + 1].depart_utc_s,
+                               ("depart", route, index + 1, binding, opened.payload))
+                return
+        message = decode_body(opened.payload[4:])  # the payload is a whole frame, length prefix first
         try:
-            self._endpoints[target](message["port"], message["data"], message["sender"])
+            outcome = self._endpoints[binding.destination](binding.port, message["data"], message["sender"])
         except OSError:
-            with self._lock:
-                self.counters["refused"] += 1
+            self._count("refused")
             return
+        if isinstance(outcome, Future):
+            with self._lock:
+                self.counters["awaiting"] += 1
+            outcome.add_done_callback(self._remote_outcome)
+            return
+        self._count("refused" if outcome is False else "delivered")
+
+    def _remote_outcome(self, outcome: "Future[bool]") -> None:
+        """The answer of another host to a delivery (on whatever thread completes it)."""
+        try:
+            key = "delivered" if outcome.result() is not False else "refused"
+        except Exception:  # the host died, was killed or cannot be found: the message is lost
+            key = "lost"
         with self._lock:
-            self.counters["delivered"] += 1
+            self.counters["awaiting"] -= 1
+            self.counters[key] += 1
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counters[key] += 1

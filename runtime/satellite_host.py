@@ -3,8 +3,9 @@ on one clock, joined by the ISL network. Plain Python: the Ray layer wraps it in
 tests use it as it is.
 
 Satellites hosted elsewhere are reached through `remote_deliver(satellite, port, message,
-sender)`, which the runtime points at the other host; messages arriving from there come in
-through `deliver`. Every host routes with the same contact plan: a message is carried hop by hop
+sender)`, which the runtime points at the other host and which returns a Future of the other
+host's answer (the network counts it delivered, refused or lost when it comes); messages
+arriving from there come in through `deliver`, which answers whether it was taken. Every host routes with the same contact plan: a message is carried hop by hop
 (sealed per link, on the shared clock) by the network of the host it was sent from, and only its
 final delivery crosses to the host of its target. Link capacity is shared among the messages a
 host sends, not yet across hosts.
@@ -26,7 +27,7 @@ import errno
 import itertools
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,7 @@ from sim_hw.hardware import SatelliteHardware
 from sim_hw.track import SatelliteTrack
 from sim_hw.wire import encode
 
-RemoteDeliver = Callable[[str, int, Any, str], None]
+RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
@@ -93,7 +94,7 @@ class SatelliteHost:
                             network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
             self._endpoints[satellite] = self._endpoint(satellite)
-            self.network.attach(satellite, self._endpoints[satellite])
+            self.network.attach(satellite, self._endpoints[satellite], hardware)
         for satellite in spec.members or constellation.satellite_ids:
             if satellite not in self.kernels and remote_deliver is not None:
                 self.network.attach(satellite, lambda port, message, sender, satellite=satellite:

@@ -124,6 +124,9 @@ class SatelliteHardware:
         self.imager = ImagerModel(profile.imager, scene_seed) if profile.imager else None
         self.terminals = [_Terminal(LaserTerminalModel(profile.laser))
                           for _ in range(profile.laser.terminals)]
+        self._laser_active_until = [float("-inf")] * len(self.terminals)
+        self._laser_terminal_of: dict[str, int] = {}  # peer -> terminal that carried its traffic last
+        self._laser_owner: list[str | None] = [None] * len(self.terminals)  # peer each terminal served last
         self.device_names = profile.device_names()
         self._busy_until = dict.fromkeys(self.device_names, self.start_utc_s)
         self._failures: dict[str, list[tuple[float, float]]] = {}
@@ -371,6 +374,51 @@ class SatelliteHardware:
     # -- laser ----------------------------------------------------------------------------------
     def _terminal(self, device: str) -> _Terminal:
         return self.terminals[int(device.removeprefix("laser"))]
+
+    def laser_active(self, peer: str, start_utc_s: float, end_utc_s: float) -> str:
+        """The terminal facing `peer` carries traffic (sends or receives a frame) from start to
+        end: it draws the laser's active power (`power_w`) then and its standing draw after
+        (active while an app keeps it pointed, idle otherwise). Traffic to one peer goes
+        through one terminal (the one pointed at it, else the one free soonest); overlapping
+        intervals on a terminal are drawn once. An interval starting before the power system's
+        time is moved to start then, so its energy is still drawn. Returns the terminal's name.
+
+        Raises OpError: ENODEV when the satellite has no laser terminal, EINVAL for a peer that
+        is not a name or times that are not finite or end before start."""
+        if not isinstance(peer, str) or not peer:
+            raise OpError("EINVAL", f"laser_active: peer must be a satellite name, got {brief_repr(peer)}")
+        start, end = float(start_utc_s), float(end_utc_s)
+        if not (np.isfinite(start) and np.isfinite(end)) or end < start:
+            raise OpError("EINVAL", f"laser_active: interval [{start_utc_s}, {end_utc_s}] is not finite "
+                                    "or ends before it starts")
+        if not self.terminals:
+            raise OpError("ENODEV", f"{self.satellite_id} has no laser terminal")
+        with self._lock:
+            index = self._laser_terminal_for(peer, start)
+            until = self._laser_active_until[index]
+            shift = max(0.0, self.power.t - max(start, until))
+            begin, finish = max(start, until) + shift, end + shift
+            if finish <= begin:
+                return f"laser{index}"  # already drawing active power over the whole interval
+            self._laser_active_until[index] = finish
+            model = self.terminals[index].model
+            self.power.pulse_load(f"laser{index}", self.profile.laser.power_w, begin, finish,
+                                  model.power_w(finish))
+            return f"laser{index}"
+
+    def _laser_terminal_for(self, peer: str, t: float) -> int:
+        """The terminal for traffic with `peer` at t (the lock held): the one pointed at it, else
+        the one that carried its traffic last unless another peer's traffic holds it at t, else
+        the terminal free soonest."""
+        for index, terminal in enumerate(self.terminals):
+            if terminal.model.status(t).peer == peer:
+                return index
+        index = self._laser_terminal_of.get(peer)
+        if index is None or (self._laser_owner[index] != peer and self._laser_active_until[index] > t):
+            index = min(range(len(self.terminals)), key=lambda i: self._laser_active_until[i])
+        self._laser_terminal_of[peer] = index
+        self._laser_owner[index] = peer
+        return index
 
     def _laser_point(self, device: str, args: dict, t: float) -> Any:
         terminal = self._terminal(device)

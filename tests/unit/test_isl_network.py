@@ -33,7 +33,7 @@ def network_on(plan, t0):
 
 
 def size_of(message):
-    return len(encode({"port": 9, "sender": "x", "data": message})) + FRAME_OVERHEAD_BYTES
+    return len(encode({"sender": "x", "data": message})) + FRAME_OVERHEAD_BYTES
 
 
 def test_latency_is_the_contact_plans_figure(ring):
@@ -185,16 +185,16 @@ def test_anti_replay_window_takes_frames_out_of_order_once():
     """Frames may arrive in another order than sealed (messages meeting on a link from two
     paths): within the 64-frame window each is taken once; a duplicate or one older than the
     window is a replay."""
-    from runtime.link_crypto import REPLAY_WINDOW, FrameRejected, SatelliteIdentity, establish
+    from runtime.link_crypto import REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity, establish
 
     sealing, opening = establish(SatelliteIdentity("A"), SatelliteIdentity("B"), 7)
-    frames = [sealing.seal(f"m{i}".encode()) for i in range(REPLAY_WINDOW + 10)]
-    assert opening.open(frames[3]) == b"m3"
-    assert opening.open(frames[1]) == b"m1"  # late, inside the window: taken
+    frames = [sealing.seal(f"m{i}".encode(), MessageBinding("A", "B", i, 1)) for i in range(REPLAY_WINDOW + 10)]
+    assert opening.open(frames[3]).payload == b"m3"
+    assert opening.open(frames[1]).payload == b"m1"  # late, inside the window: taken
     with pytest.raises(FrameRejected) as again:
         opening.open(frames[1])
     assert again.value.reason == "replayed"
-    assert opening.open(frames[REPLAY_WINDOW + 5]) == f"m{REPLAY_WINDOW + 5}".encode()
+    assert opening.open(frames[REPLAY_WINDOW + 5]).payload == f"m{REPLAY_WINDOW + 5}".encode()
     with pytest.raises(FrameRejected, match="replay window"):
         opening.open(frames[2])  # now more than 64 behind the highest seen
-    assert opening.open(frames[REPLAY_WINDOW]) == f"m{REPLAY_WINDOW}".encode()
+    assert opening.open(frames[REPLAY_WINDOW]).payload == f"m{REPLAY_WINDOW}".encode()
