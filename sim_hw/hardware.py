@@ -25,7 +25,7 @@ code path with a driver's `estimate`).
 Devices queue: an operation that arrives while its device is busy starts when the device frees,
 and the wait includes the queueing. Every device's draw goes to the satellite's EPS
 (`PowerSystem`): idle draw always, active draw over each operation's busy interval, laser
-terminals at full draw while pointed. Device failures from the fault schedule make a device
+terminals at full draw while pointed and while they carry ISL traffic (`laser_active`). Device failures from the fault schedule make a device
 answer EIO until it is repaired. Calls are serialised; time never runs backwards (a call stamped
 earlier than the last one, within `max_lag_s`, is taken at the last one's time).
 
