@@ -248,10 +248,13 @@ class IslNetwork:
         with self._lock:
             self.counters["hops"] += 1
             self.counters["bytes"] += frame.size_bytes
-            if not last:
+            if not last and route.hops[index + 1].depart_utc_s > hop.arrive_utc_s:  # custody
                 self._schedule(route.hops[index + 1].depart_utc_s,
                                ("depart", route, index + 1, binding, opened.payload))
                 return
+        if not last:  # it leaves the instant it arrives: no departure can come in between
+            self._depart(route, index + 1, binding, opened.payload)
+            return
         message = decode_body(opened.payload[4:])  # the payload is a whole frame, length prefix first
         try:
             outcome = self._endpoints[binding.destination](binding.port, message["data"], message["sender"])

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from runtime.isl_network import FRAME_OVERHEAD_BYTES, IslNetwork
 from runtime.link_crypto import (HEADER_BYTES, REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity,
@@ -372,3 +373,26 @@ def test_a_satellite_without_terminals_still_passes_traffic_and_the_fault_is_cou
         network.stop()
     assert network.counters["delivered"] == 1 and network.counters["faults"] == 1
     assert network.counters["laser_uncharged"] == 1
+
+
+# -- properties of one link direction ---------------------------------------------------------------
+
+_SEALING, _OPENING = establish(SatelliteIdentity("P"), SatelliteIdentity("Q"), 9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=200), origin=st.sampled_from(["P", "X1", "TB01"]),
+       destination=st.sampled_from(["Q", "Y2", "TB12"]), message_id=st.integers(0, 2**64 - 1),
+       port=st.integers(0, 65535), bit=st.integers(0, (HEADER_BYTES + 216) * 8 - 1))
+def test_any_one_bit_changed_anywhere_in_a_frame_is_refused_as_tampered(payload, origin, destination,
+                                                                         message_id, port, bit):
+    frame = _SEALING.seal(payload, MessageBinding(origin, destination, message_id, port))
+    whole = bytearray(frame.header + frame.ciphertext)
+    bit %= len(whole) * 8
+    whole[bit // 8] ^= 1 << bit % 8
+    forged = SealedFrame(bytes(whole[:HEADER_BYTES]), bytes(whole[HEADER_BYTES:]))
+    with pytest.raises(FrameRejected) as rejected:
+        _OPENING.open(forged)
+    assert rejected.value.reason == "tampered"
+    opened = _OPENING.open(frame)  # the genuine one still opens, once, with what was bound
+    assert opened.binding == MessageBinding(origin, destination, message_id, port) and opened.payload == payload
