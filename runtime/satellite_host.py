@@ -5,9 +5,10 @@ tests use it as it is.
 Satellites hosted elsewhere are reached through `remote_deliver(satellite, port, message,
 sender)`, which the runtime points at the other host and which returns a Future of the other
 host's answer (the network counts it delivered, refused or lost when it comes); messages
-arriving from there come in through `deliver`, which answers whether it was taken. Every host routes with the same contact plan: a message is carried hop by hop
-(sealed per link, on the shared clock) by the network of the host it was sent from, and only its
-final delivery crosses to the host of its target. Link capacity is shared among the messages a
+arriving from there come in through `deliver`, which answers whether it was taken. Every host
+routes with the same contact plan: a message is carried hop by hop (sealed per link as it
+leaves, on the shared clock) by the network of the host it was sent from, and only its final
+delivery crosses to the host of its target. Link capacity is shared among the messages a
 host sends, not yet across hosts.
 
 With a `state_dir`, each satellite's storage is a block file there (`<state_dir>/<id>.img`,
