@@ -131,8 +131,10 @@ class IslNetwork:
     def send(self, source: str, target: str, port: int, message: Any, sender: str,
              ttl_s: float | None = None) -> Receipt:
         """Route and schedule a message. Raises OSError: EHOSTUNREACH (unknown target, or no
-        path in the contact plan), ETIMEDOUT (earliest arrival past the time to live), EMSGSIZE;
-        ValueError for a port outside 0..65535."""
+        path in the contact plan), ETIMEDOUT (earliest arrival past the time to live), EINVAL
+        (a port that is not an integer in 0..65535)."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise OSError(errno.EINVAL, f"port must be an integer in 0..65535, got {port!r}")
         if target not in self._endpoints:
             with self._lock:
                 self.counters["unreachable"] += 1

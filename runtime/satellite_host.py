@@ -267,6 +267,8 @@ class SatelliteHost:
         except OSError as exc:
             if not self.network.has_endpoint(target):
                 raise KeyError(f"no satellite {target!r} in this constellation") from None
+            if exc.errno == errno.EINVAL:  # a bad port: not a matter of reach
+                raise
             return self._out_of_reach(gateway, target, len(encode(message)) + 64, exc.strerror or str(exc))
         return {"ok": True, "satellite": target, "via": gateway, "route": list(receipt.route),
                 "latency_s": receipt.latency_s, "arrival_utc_s": receipt.arrival_utc_s}

@@ -280,6 +280,15 @@ def test_a_delivery_answered_later_is_counted_by_its_answer():
     assert network.counters["delivered"] == 2 and network.counters["awaiting"] == 0
 
 
+@pytest.mark.parametrize("port", [-1, 65536, "80", 1.0, True])
+def test_a_port_that_fits_no_header_is_einval_before_anything_is_queued(port):
+    clock, network, _ = recording_network(ContactPlan([ContactWindow(0.0, 100.0, "A", "B", 1e6, 0.0)]))
+    with pytest.raises(OSError) as error:
+        network.send("A", "B", port, "x", "A:app")
+    assert error.value.errno == errno.EINVAL and "port" in str(error.value)
+    assert network.counters["queued"] == 0 and network._link_free_at == {}
+
+
 def test_an_endpoint_that_refuses_at_once_is_counted_refused():
     clock, network, _ = recording_network(ContactPlan([ContactWindow(0.0, 100.0, "A", "B", 1e6, 0.0)]))
 
