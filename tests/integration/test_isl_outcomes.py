@@ -37,7 +37,7 @@ def test_refused_and_lost_on_another_host_are_counted_so(local_ray):
 
         answer = run.request("TB01", ["TB02"], "status")[0]  # port 0: taken by the far host
         assert answer["ok"] and answer["value"]["id"] == "TB02"
-        assert outcomes(sender)["delivered"] == before["delivered"] + 1
+        wait_for(lambda: outcomes(sender)["delivered"] == before["delivered"] + 1, timeout_s=30.0)
 
         far = run.actors[run.owner_of["TB02"]]
         ray.kill(far, no_restart=True)
