@@ -55,6 +55,7 @@ TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.
                               errno.ECONNREFUSED, errno.ECONNRESET, errno.EIO})
 PERIOD_S = 60.0  # the longest the dispatch loop sleeps with nothing due (simulated seconds)
 EARLY_ENDS_KEPT = 256
+OVERDUE_CHECK_S = 600.0  # a task running past its planned end is looked for on its satellite this often
 
 
 class SchedulerService:
@@ -224,8 +225,48 @@ class SchedulerService:
         ready = [name for start, name in due if start <= now]
         for name in ready:
             self._dispatch_one(name)
+        self._check_overdue(now)
         later = [start for start, _ in due if start > now]
         return later[0] - now if later else self.service.period_s
+
+    def _check_overdue(self, now: float) -> None:
+        """Nothing stays running silently: a task running past its planned end (by more than
+        OVERDUE_CHECK_S) is looked for in its satellite's process table (control op "ps"): an
+        exited process is its end (one whose report was lost); a process that is gone (its host
+        restarted) fails the task with that reason; one still running is left to run."""
+        with self._lock:
+            overdue = [(name, r["satellite"], r["pid"], r["app"], r["generation"])
+                       for name, r in self.records.items()
+                       if r["status"] == "running" and now > r["end_utc_s"] + OVERDUE_CHECK_S
+                       and now - r.get("checked_utc_s", -math.inf) > OVERDUE_CHECK_S]
+            for name, *_ in overdue:
+                self.records[name]["checked_utc_s"] = now
+        for name, satellite, pid, app, generation in overdue:
+            try:
+                answer = self.request(satellite, satellite, "ps", {})
+            except Exception as exc:  # noqa: BLE001 - looked for again at the next check
+                self.events.emit("TASK_CHECK_FAILED", "warning", "scheduler", f"{name}: ps on {satellite} "
+                                 f"failed: {type(exc).__name__}: {str(exc)[:200]}", task=name)
+                continue
+            if not answer.get("ok") or not isinstance(answer.get("value"), list):
+                continue  # out of reach now: looked for again later
+            row = next((p for p in answer["value"] if isinstance(p, dict) and p.get("pid") == pid
+                        and p.get("name") == app), None)
+            if row is not None and row.get("state") != "exited":
+                continue  # running longer than planned: its own business
+            if row is not None:
+                self.task_ended({"satellite": satellite, "pid": pid, "name": app, "exit_code": row.get("exit_code"),
+                                 "reason": row.get("reason"), "ended_utc_s": now})
+                continue
+            with self._lock:
+                record = self.records[name]
+                if record["generation"] != generation or record["status"] != "running":
+                    continue
+                record.update(status="failed", exit_code=None, ended_utc_s=now,
+                              reason=f"pid {pid} ({app}) is no longer on {satellite}: its host restarted "
+                                     "or its end was not reported")
+                self.counters["failed"] += 1
+            self.events.emit("TASK_FAILED", "error", "scheduler", f"{name}: {record['reason']}", task=name)
 
     def _dispatch_one(self, name: str) -> None:
         with self._lock:

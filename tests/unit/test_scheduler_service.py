@@ -323,3 +323,74 @@ def test_lost_satellites_work_is_planned_again_or_refused(signer):
         assert service.submit(_task("new-after-loss"), victim)["satellite"] != victim
     finally:
         world.close()
+
+
+@pytest.mark.slow
+def test_campaign_of_random_faults_leaves_no_task_stuck(signer):
+    """30 tasks; each dispatch request fails at random (seeded): KeyError, RuntimeError, or a
+    transient EAGAIN, 30 % of the time. Every task ends done (exit code 0) or failed with the
+    injected reason; none stays placed, dispatching or running; the loop is alive."""
+    import random
+    rng = random.Random(11)
+    injected = {"KeyError": 0, "RuntimeError": 0, "EAGAIN": 0}
+
+    def inject(gateway, target, op):
+        if rng.random() >= 0.3:
+            return
+        kind = rng.choice(sorted(injected))
+        injected[kind] += 1
+        if kind == "EAGAIN":
+            raise OSError(errno.EAGAIN, "injected: busy")
+        raise {"KeyError": KeyError, "RuntimeError": RuntimeError}[kind](f"injected {kind}")
+
+    world = Constellation(signer, request_filter=inject)
+    try:
+        image = signer.image(QUICK, name="quick")
+        names = []
+        for i in range(30):
+            record = world.service.submit(_task(f"t{i}", image), f"TB{1 + i % 12:02d}")
+            assert record["status"] == "placed", record
+            names.append(record["task"])
+        ended = [world.wait(name, ("done", "failed"), timeout_s=60.0) for name in names]
+        for record in ended:
+            if record["status"] == "done":
+                assert record["exit_code"] == 0
+            else:
+                assert "injected" in record["reason"], record
+        assert sum(injected.values()) > 0 and world.service.service.thread.is_alive()
+        counters = world.service.health()["counters"]
+        assert counters["done"] + counters["failed"] == 30
+        print(f"campaign: {injected} injected; {counters}")
+    finally:
+        world.close()
+
+
+def test_a_running_task_whose_end_was_not_heard_is_found_by_its_overdue_check(signer):
+    """Two tasks whose processes end without the report reaching the scheduler (the host's
+    forwarding dropped: a lost message). One's process is still in the kernel's table (exited,
+    code -9): its end is read from "ps". The other's is gone (as after a host restart): failed,
+    saying so. A third, still running past its planned end, is left running."""
+    world = Constellation(signer)
+    try:
+        images = {n: signer.image(LONG, name=n) for n in ("a", "b", "c")}
+        for n, image in images.items():
+            assert world.service.submit(_task(n, image), "TB01")["status"] == "placed"
+        running = {n: world.wait(n, ("running", "failed")) for n in images}
+        assert all(r["status"] == "running" for r in running.values()), running
+        for n in ("a", "b"):
+            r = running[n]
+            host, kernel = world.host(r["satellite"]), world.host(r["satellite"]).kernel(r["satellite"])
+            with host._ends_lock:  # inject: the end report is lost
+                host._run_pids.discard((r["satellite"], r["pid"]))
+            kernel.kill(r["pid"], "test: ended unheard")
+            if n == "b":
+                kernel.wait(r["pid"], timeout_s=60.0)
+                with kernel._lock:  # inject: the process table forgot it (a host restart)
+                    del kernel.processes[r["pid"]]
+        a = world.wait("a", ("done", "failed"), timeout_s=30.0)
+        assert a["status"] == "failed" and a["exit_code"] == -9 and "ended unheard" in a["reason"], a
+        b = world.wait("b", ("done", "failed"), timeout_s=30.0)
+        assert b["status"] == "failed" and "is no longer on" in b["reason"] and b["exit_code"] is None, b
+        assert world.task("c")["status"] == "running" and world.task("c").get("checked_utc_s")
+    finally:
+        world.close()
