@@ -394,3 +394,62 @@ def test_a_running_task_whose_end_was_not_heard_is_found_by_its_overdue_check(si
         assert world.task("c")["status"] == "running" and world.task("c").get("checked_utc_s")
     finally:
         world.close()
+
+
+@pytest.fixture(scope="module")
+def world12():
+    return World(load_constellation(CONFIG), HOURS, 60.0)
+
+
+def test_losses_in_any_order_leave_no_work_on_a_lost_satellite(world12):
+    """Property (hypothesis): tasks placed for later, then satellites lost one call at a time in
+    any order, with more tasks submitted between: no placed task is ever on a lost satellite,
+    every task is placed or refused with a reason, and the bookings are the placed tasks."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from sim_hw.clock import WallClock
+
+    ids = list(world12.constellation.satellite_ids)
+    t0 = float(world12.times_utc_s[0])
+
+    def never(gateway, target, op, args):
+        raise AssertionError("nothing is due in this test")
+    seen = {"placed": 0, "moved": 0, "refused": 0}
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.lists(st.sampled_from(ids), min_size=1, max_size=3, unique=True),
+                              st.integers(0, 4)), min_size=1, max_size=4),
+           st.integers(0, 2 ** 16))
+    def check(steps, seed):
+        service = SchedulerService(ConstellationState(world12), never, WallClock(1.0, t0))
+        try:
+            count = 0
+            for lost, new_tasks in steps:
+                for _ in range(new_tasks):
+                    origin = ids[(seed + count) % len(ids)]
+                    holder = ids[(seed // 7 + count) % len(ids)]
+                    service.submit(_task(f"t{count}", release_utc_s=t0 + 3600.0 + 60.0 * count,
+                                         deadline_s=3600,
+                                         inputs=[{"name": f"d{count}", "size_bytes": 1e6, "holders": [holder]}]),
+                                   origin)
+                    count += 1
+                service.satellites_lost(lost)
+                records = service.tasks()
+                gone = service.state.lost
+                for r in records:
+                    assert r["status"] in ("placed", "refused"), r
+                    if r["status"] == "placed":
+                        assert r["satellite"] not in gone, (r, gone)
+                    else:
+                        assert r["reason"]
+                placed = {r["task"] for r in records if r["status"] == "placed"}
+                assert set(service.builder.assignments) == placed
+                seen["placed"] += len(placed)
+                seen["moved"] += sum(1 for r in records if r.get("replanned_from"))
+                seen["refused"] += sum(1 for r in records if r["status"] == "refused")
+        finally:
+            service.close()
+    check()
+    print(f"losses property: {seen}")
+    assert seen["placed"] and seen["moved"] and seen["refused"]  # every path was taken
