@@ -119,13 +119,14 @@ class ConstellationState:
         """Live batteries: each satellite's state of charge (0..1) read at `at_utc_s` becomes
         its energy at the grid point holding that time, and its forecast runs on from there.
         Returns the satellites updated. Raises ValueError naming an unknown satellite or a state
-        of charge outside 0..1."""
-        updated = []
+        of charge outside 0..1 (nothing is updated then)."""
         for satellite, soc in soc_now.items():
             if satellite not in self.row:
                 raise ValueError(f"no satellite {satellite!r} in this constellation")
             if isinstance(soc, bool) or not isinstance(soc, int | float) or not 0.0 <= soc <= 1.0:
                 raise ValueError(f"{satellite}: state of charge must be within 0..1, got {soc!r}")
+        updated = []
+        for satellite, soc in soc_now.items():
             row = self.row[satellite]
             self.anchor_k[row] = self.segment(at_utc_s)
             self.anchor_wh[row] = float(soc) * self.capacity_wh[row]
