@@ -144,6 +144,9 @@ class Kernel:
         # Called with the reason when a service keeps failing (see `request_restart`); the
         # runtime that owns this kernel hooks it to rebuild the kernel.
         self.on_restart_request: Callable[[str], None] | None = None
+        # Told of every process's end (`on_process_exit`); the runtime forwards the ends of the
+        # processes it started for someone (the scheduler's tasks). The kernel imports nothing.
+        self._exit_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._service_threads: list[threading.Thread] = []
         self._install_lock = ClockRLock(clock)  # install's read-modify-write of the table
         self._eps_cache: tuple[float, dict[str, Any]] | None = None
@@ -495,8 +498,27 @@ class Kernel:
         process.exited.set()
         for waiter in list(process.waiters):
             waiter.wakeup.set()
+        self._tell_exit(process, code, reason)
         self._forget_old_exits()
         self._maybe_restart(process, code, reason)
+
+    def on_process_exit(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with {satellite, pid, name, exit_code, reason, ended_utc_s} when any
+        process ends (in the ending process's thread, after its end is recorded: keep it short,
+        never block). A listener that raises is an event (EXIT_LISTENER_FAILED), never the end
+        of the process's cleanup."""
+        self._exit_listeners.append(listener)
+
+    def _tell_exit(self, process: Process, code: int, reason: str) -> None:
+        ended = {"satellite": self.satellite_id, "pid": process.pid, "name": process.name,
+                 "exit_code": code, "reason": reason, "ended_utc_s": self.clock.now()}
+        for listener in list(self._exit_listeners):
+            try:
+                listener(dict(ended))
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not leave a zombie
+                self.events.emit("EXIT_LISTENER_FAILED", "error", process.name, f"pid {process.pid}: "
+                                 f"exit listener failed: {type(exc).__name__}: {str(exc)[:200]}",
+                                 pid=process.pid)
 
     def _free_device_memory(self, process: Process) -> None:
         for handle, (driver, _) in list(process.gpu_allocations.items()):

@@ -7,7 +7,9 @@ service is a loop that must outlive its own failures. `SupervisedService` runs o
                                 events=events, escalate=kernel.escalate)
     clock.start_thread(service.run)
 
-- every `period_s` (on the clock) it calls `iteration()` once;
+- every `period_s` (on the clock) it calls `iteration()` once; an iteration may return the wait
+  before the next one (simulated seconds, at most `period_s`), and a service given a `wake`
+  event also runs an iteration as soon as that event is set (a queue that just got work);
 - an exception from an iteration is an event SERVICE_ERROR (the service, the exception type and
   its message), and the service goes on after a backoff: `backoff_initial_s` doubled at each
   consecutive failure, capped at `backoff_max_s`, waited on the clock (so a virtual clock runs
@@ -101,9 +103,11 @@ Escalate = Callable[[str, str, str], None]  # (level "safe_mode" | "restart", se
 class SupervisedService:
     """One system service: `iteration` every `period_s`, supervised (see the module doc)."""
 
-    def __init__(self, name: str, period_s: float, iteration: Callable[[], None], *, clock: SimClock,
-                 stop: ClockEvent, events: EventLog, escalate: Escalate,
-                 policy: SupervisionPolicy = SupervisionPolicy()) -> None:
+    def __init__(self, name: str, period_s: float, iteration: Callable[[], float | None], *,
+                 clock: SimClock, stop: ClockEvent, events: EventLog, escalate: Escalate,
+                 policy: SupervisionPolicy = SupervisionPolicy(), wake: ClockEvent | None = None) -> None:
+        """`wake`, when given, is what the service waits on between iterations (whoever sets
+        `stop` sets `wake` too, so the service notices the stop at once)."""
         self.name = name
         self.period_s = float(period_s)
         self.iteration = iteration
@@ -112,6 +116,7 @@ class SupervisedService:
         self.events = events
         self.escalate = escalate
         self.policy = policy
+        self.wake = wake
         self.health = ServiceHealth(name, self.period_s)
         self.started_utc_s = clock.now()
         self.thread: threading.Thread | None = None
@@ -153,9 +158,11 @@ class SupervisedService:
         with self._lock:
             self.health.state = "running"
         while True:
-            self.clock.wait(self.stop, timeout_s=delay_s)
+            self.clock.wait(self.wake or self.stop, timeout_s=delay_s)
             if self.stop.is_set():
                 return
+            if self.wake is not None:
+                self.wake.clear()
             delay_s = self._iterate()
 
     def _iterate(self) -> float:
@@ -168,7 +175,7 @@ class SupervisedService:
             if retrying:
                 self.health.restarts += 1
         try:
-            self.iteration()
+            wanted_s = self.iteration()
         except Exception as exc:
             return self._failed(exc)
         with self._lock:
@@ -179,6 +186,8 @@ class SupervisedService:
         if failures:
             self._emit("SERVICE_RECOVERED", "warning", f"{self.name} running again after "
                        f"{failures} failed iterations", failures=failures)
+        if isinstance(wanted_s, int | float) and not isinstance(wanted_s, bool) and wanted_s == wanted_s:
+            return min(max(float(wanted_s), 0.0), self.period_s)
         return self.period_s
 
     def _failed(self, exc: Exception) -> float:

@@ -21,20 +21,40 @@ CONCURRENCY_GROUPS = {"control": 4, "data": 8, "client": 8}
 
 
 class SchedulerProxy:
-    """What a kernel's `sys.submit` reaches: the run's scheduler actor, by name."""
+    """What a kernel's `sys.submit` reaches, and where a host sends the ends of the processes the
+    scheduler started: the run's scheduler actor, by name."""
+
+    def __init__(self) -> None:
+        self._actor: Any = None
+
+    def _scheduler(self) -> Any:
+        """Raises OSError(EHOSTUNREACH) when the run has no scheduler."""
+        if self._actor is None:
+            try:
+                self._actor = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+            except ValueError:
+                raise OSError(errno.EHOSTUNREACH, "this constellation runs no global scheduler") from None
+        return self._actor
 
     def submit(self, satellite: str, task: dict[str, Any]) -> dict[str, Any]:
         """Raises OSError(EHOSTUNREACH) when the run has no scheduler."""
+        return ray.get(self._scheduler().submit.remote(task, satellite))
+
+    def task_ended(self, ended: dict[str, Any]) -> None:
+        """Tell the scheduler a process started by "run" ended (fire and forget: the kernel's
+        exit path never waits on Ray). A run without a scheduler has no one to tell."""
         try:
-            actor = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-        except ValueError:
-            raise OSError(errno.EHOSTUNREACH, "this constellation runs no global scheduler") from None
-        return ray.get(actor.submit.remote(task, satellite))
+            self._scheduler().task_ended.remote(ended)
+        except OSError:
+            pass
+
+
+SOC_READ_TIMEOUT_S = 5.0  # wall seconds: a host that does not answer by then is read from the forecast
 
 
 class SchedulerActor:
     """The `SchedulerService` of a run, planning over the run's world, dispatching through the
-    hosts' control requests."""
+    hosts' control requests, reading live batteries from the hosts' status."""
 
     def __init__(self, config_path: str, hours: float, spec: HostSpec, owner_of: dict[str, int],
                  names: dict[int, str]) -> None:
@@ -46,18 +66,55 @@ class SchedulerActor:
         constellation = load_constellation(config_path)
         world = World(constellation, hours, 60.0)
         state = ConstellationState(world)
+        # The run's clock (a WallClock today; issue 12 gives the runtime a virtual clock).
         clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
-        self.service = SchedulerService(state, self._request, clock.now, spec.speed)
+        self.service = SchedulerService(state, self._request, clock, spec.trusted_keys_pem,
+                                        read_soc=self._read_soc)
+
+    def _host(self, satellite: str) -> Any:
+        return ray.get_actor(self._names[self._owner_of[satellite]], namespace=NAMESPACE)
 
     def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        actor = ray.get_actor(self._names[self._owner_of[gateway]], namespace=NAMESPACE)
-        return ray.get(actor.request.remote(gateway, target, op, args))
+        return ray.get(self._host(gateway).request.remote(gateway, target, op, args))
+
+    def _read_soc(self, satellites: list[str]) -> dict[str, float]:
+        """The state of charge now of each satellite, from its host's status (one call per
+        host, all at once). A host that fails or does not answer in time is left out (its
+        satellites are planned on the forecast); raises only when no host answered."""
+        hosts = sorted({self._owner_of[s] for s in satellites if s in self._owner_of})
+        calls = {}
+        for index in hosts:
+            try:
+                calls[index] = ray.get_actor(self._names[index], namespace=NAMESPACE).status.remote()
+            except ValueError:
+                continue
+        wanted, soc, errors = set(satellites), {}, []
+        for index, call in calls.items():
+            try:
+                rows = ray.get(call, timeout=SOC_READ_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a host down or slow: the others still count
+                errors.append(f"{self._names[index]}: {type(exc).__name__}")
+                continue
+            soc.update({r["id"]: r["soc"] for r in rows if r.get("id") in wanted and r.get("soc") is not None})
+        if not soc and hosts:
+            raise OSError(errno.EHOSTUNREACH, f"no host answered: {', '.join(errors) or 'none found'}")
+        return soc
 
     def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
         return self.service.submit(task, submitted_by)
 
     def tasks(self) -> list[dict[str, Any]]:
         return self.service.tasks()
+
+    def task_ended(self, ended: dict[str, Any]) -> bool:
+        return self.service.task_ended(ended)
+
+    def satellites_lost(self, satellites: list[str]) -> dict[str, Any]:
+        """Raises ValueError naming an unknown satellite."""
+        return self.service.satellites_lost(satellites)
+
+    def health(self) -> dict[str, Any]:
+        return self.service.health()
 
     def rename(self, index: int, name: str) -> None:
         self._names[index] = name

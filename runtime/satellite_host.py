@@ -28,6 +28,7 @@ import errno
 import itertools
 import threading
 import uuid
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ from sim_hw.wire import encode
 RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
-CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
+CONTROL_OPS = ("status", "ps", "logs", "deploy", "run", "read", "write", "listdir")
+ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class SatelliteHost:
     def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
                  scheduler: Any = None) -> None:
         self.spec = spec
+        self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
         self.clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
         keyring = Keyring([serialization.load_pem_public_key(pem) for pem in spec.trusted_keys_pem])
@@ -94,12 +97,18 @@ class SatelliteHost:
                             satellite_id=satellite, hardware=hardware, track=track, config=config,
                             network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
+            kernel.on_process_exit(self._process_ended)
             self._endpoints[satellite] = self._endpoint(satellite)
             self.network.attach(satellite, self._endpoints[satellite], hardware)
         for satellite in spec.members or constellation.satellite_ids:
             if satellite not in self.kernels and remote_deliver is not None:
                 self.network.attach(satellite, lambda port, message, sender, satellite=satellite:
                                     remote_deliver(satellite, port, message, sender))
+        # pids started by the control op "run" (their ends go to the scheduler), and recent
+        # ends not yet matched (a process can end before "run" has noted its pid)
+        self._run_pids: set[tuple[str, int]] = set()
+        self._recent_ends: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._ends_lock = threading.Lock()
         self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._pending_lock = threading.Lock()
         self._request_ids = itertools.count(1)
@@ -190,6 +199,8 @@ class SatelliteHost:
             return [e.to_dict() for e in kernel.events.events()[-int(args.get("last", 50)):]]
         if op == "deploy":
             return kernel.install(args["image"], tuple(args.get("argv", ())))
+        if op == "run":
+            return self.run_once(satellite, args.get("image"), args.get("argv", []))
         if op in ("read", "write", "listdir"):
             if kernel.fs is None:
                 raise OSError(errno.ENODEV, f"{satellite} has no file system")
@@ -274,6 +285,48 @@ class SatelliteHost:
                 "latency_s": receipt.latency_s, "arrival_utc_s": receipt.arrival_utc_s}
 
     # -- control from the runtime ---------------------------------------------------------------
+    def run_once(self, satellite: str, image: Any, argv: Any = ()) -> int:
+        """Start an image once (spawned, not installed: it does not start again at boot); its end
+        is forwarded to the scheduler (`scheduler.task_ended`). Raises OSError(EINVAL) for an
+        image that is not bytes or argv that is not a list of strings, and what `Kernel.spawn`
+        raises (ImageError EACCES for an untrusted image, EAGAIN, ESHUTDOWN)."""
+        kernel = self.kernel(satellite)
+        if not isinstance(image, bytes):
+            raise OSError(errno.EINVAL, f"run needs an image (bytes), got {type(image).__name__}")
+        if not isinstance(argv, list | tuple) or not all(isinstance(a, str) for a in argv):
+            raise OSError(errno.EINVAL, "run needs argv as a list of strings")
+        pid = kernel.spawn(image, tuple(argv))
+        with self._ends_lock:
+            ended = self._recent_ends.pop((satellite, pid), None)
+            if ended is None:
+                self._run_pids.add((satellite, pid))
+        if ended is not None:  # it ended before we noted it
+            self._forward_end(ended)
+        return pid
+
+    def _process_ended(self, ended: dict[str, Any]) -> None:
+        """Kernel.on_process_exit listener (in the ending process's thread: never blocks)."""
+        key = (ended["satellite"], ended["pid"])
+        with self._ends_lock:
+            ours = key in self._run_pids
+            if ours:
+                self._run_pids.discard(key)
+            else:
+                self._recent_ends[key] = ended
+                while len(self._recent_ends) > ENDS_KEPT:
+                    self._recent_ends.popitem(last=False)
+        if ours:
+            self._forward_end(ended)
+
+    def _forward_end(self, ended: dict[str, Any]) -> None:
+        tell = getattr(self.scheduler, "task_ended", None)
+        if tell is None:
+            return
+        try:
+            self._workers.submit(tell, ended)  # off the app's thread: the scheduler may be remote
+        except RuntimeError:  # the host is shutting down: no one is left to tell
+            pass
+
     def deploy(self, satellite: str, image: bytes, argv: tuple[str, ...] = ()) -> int:
         """Install and start an image (kept across reboots when the satellite has a file system)."""
         kernel = self.kernel(satellite)

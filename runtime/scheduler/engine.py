@@ -20,7 +20,7 @@ import numpy as np
 
 from runtime.routing import Route
 from runtime.scheduler.model import Assignment, Task, Transfer
-from runtime.scheduler.state import ConstellationState, energy_curves
+from runtime.scheduler.state import ConstellationState
 
 ENERGY_SLACK_WH = 1e-6
 
@@ -64,8 +64,7 @@ class PlanBuilder:
             return True
         extra = self.extra_w[row].copy()
         extra[k0:k0 + len(watts)] += watts
-        curve = energy_curves(state.energy0_wh[row], state.base_net_w[row] - extra, state.hours,
-                              state.capacity_wh[row], state.eta_c[row], state.eta_d[row])[0]
+        curve = state.curve(row, state.base_net_w[row] - extra)
         return curve[k0 + 1:].min(initial=math.inf) >= floor
 
     def eclipse_wh(self, row: int, start: float, end: float, power_w: float,
@@ -74,6 +73,11 @@ class PlanBuilder:
         k0, watts = segments or self.load_segments(start, end, power_w)
         dark = ~self.state.sunlit[row, k0:k0 + len(watts)]
         return float((watts * self.state.hours[k0:k0 + len(watts)] * dark).sum())
+
+    def refresh(self, rows: list[int]) -> None:
+        """Recompute the booked energy curves of `rows` after their batteries were read."""
+        for row in rows:
+            self.energy_wh[row] = self.state.curve(row, self.state.base_net_w[row] - self.extra_w[row])
 
     def min_soc_after(self, row: int) -> float:
         return float(self.energy_wh[row].min() / self.state.capacity_wh[row])
@@ -173,9 +177,7 @@ class PlanBuilder:
                 transfers.append(self.transfer(name, route, size))
         k0, watts = self.load_segments(start, end, power)
         self.extra_w[row, k0:k0 + len(watts)] += watts
-        self.energy_wh[row] = energy_curves(state.energy0_wh[row], state.base_net_w[row] - self.extra_w[row],
-                                            state.hours, state.capacity_wh[row], state.eta_c[row],
-                                            state.eta_d[row])[0]
+        self.energy_wh[row] = state.curve(row, state.base_net_w[row] - self.extra_w[row])
         bisect.insort(self.busy.setdefault((row, device), []), (start, end))
         completion, out = self.deliver_output(task, satellite, end, book=True, path=output_path)
         assignment = Assignment(task.name, satellite, device, start, end, power, power * duration / 3600.0,
@@ -189,9 +191,7 @@ class PlanBuilder:
         row = self.state.row[assignment.satellite]
         k0, watts = self.load_segments(assignment.start_utc_s, assignment.end_utc_s, assignment.power_w)
         self.extra_w[row, k0:k0 + len(watts)] += watts
-        self.energy_wh[row] = energy_curves(self.state.energy0_wh[row], self.state.base_net_w[row] - self.extra_w[row],
-                                            self.state.hours, self.state.capacity_wh[row], self.state.eta_c[row],
-                                            self.state.eta_d[row])[0]
+        self.energy_wh[row] = self.state.curve(row, self.state.base_net_w[row] - self.extra_w[row])
         bisect.insort(self.busy.setdefault((row, assignment.device), []),
                       (assignment.start_utc_s, assignment.end_utc_s))
         for transfer in assignment.transfers_in + ((assignment.transfer_out,) if assignment.transfer_out else ()):

@@ -242,12 +242,15 @@ class OrbitosPlacer(Placer):
     def candidates(self, task: Task, sources: list[tuple[str, float, tuple[str, ...], float]]) -> list[str]:
         if task.eligible:
             return list(dict.fromkeys(s for s, _, _ in task.eligible))
+        lost = self.state.lost
         if not sources:
             origin = task.submitted_by if task.submitted_by in self.state.row else self.state.ids[0]
             t, size = task.release_utc_s, 0.0
         else:
             _, size, holders, t = max(sources, key=lambda s: s[1])
-            origin = holders[0]
+            origin = next((h for h in holders if h not in lost), holders[0])
+        if origin in lost:  # submitted from (or held by) a lost satellite: every live one may take it
+            return [s for s in self.state.ids if s not in lost]
         reach = self.state.router.nearest(origin, t, max(size, 1.0), CANDIDATES, self.builder.link_free_at)
         return list(reach) or [origin]
 

@@ -98,8 +98,52 @@ class ConstellationState:
             if window.kind == "ground" and window.source in self.row:  # satellite -> station: downlink
                 self.ground_windows.setdefault(window.source, []).append((index, window))
         self.energy0_wh = self.soc0 * self.capacity_wh
+        # Where each battery's curve starts: grid point 0 with energy0_wh, until a live reading
+        # (`observe_soc`) pins it at the grid point of the reading.
+        self.anchor_k = np.zeros(len(self.ids), dtype=int)
+        self.anchor_wh = self.energy0_wh.copy()
+        self.observed_utc_s: dict[str, float] = {}
         self.forecast_wh = energy_curves(self.energy0_wh, self.base_net_w, self.hours, self.capacity_wh,
                                          self.eta_c, self.eta_d)
+
+    def curve(self, row: int, net_w: np.ndarray) -> np.ndarray:
+        """Stored energy of `row` at every grid point under net power `net_w` (one row, T
+        segments), from its anchor on (the battery as last read, or as it started); the points
+        before the anchor are in the past and hold the anchor's value."""
+        k = int(self.anchor_k[row])
+        tail = energy_curves(self.anchor_wh[row:row + 1], net_w[None, k:], self.hours[k:],
+                             self.capacity_wh[row:row + 1], self.eta_c[row:row + 1], self.eta_d[row:row + 1])[0]
+        return np.concatenate([np.full(k, tail[0]), tail])
+
+    def observe_soc(self, soc_now: dict[str, float], at_utc_s: float) -> list[str]:
+        """Live batteries: each satellite's state of charge (0..1) read at `at_utc_s` becomes
+        its energy at the grid point holding that time, and its forecast runs on from there.
+        Returns the satellites updated. Raises ValueError naming an unknown satellite or a state
+        of charge outside 0..1 (nothing is updated then)."""
+        for satellite, soc in soc_now.items():
+            if satellite not in self.row:
+                raise ValueError(f"no satellite {satellite!r} in this constellation")
+            if isinstance(soc, bool) or not isinstance(soc, int | float) or not 0.0 <= soc <= 1.0:
+                raise ValueError(f"{satellite}: state of charge must be within 0..1, got {soc!r}")
+        updated = []
+        for satellite, soc in soc_now.items():
+            row = self.row[satellite]
+            self.anchor_k[row] = self.segment(at_utc_s)
+            self.anchor_wh[row] = float(soc) * self.capacity_wh[row]
+            self.soc0[row] = float(soc)
+            self.forecast_wh[row] = self.curve(row, self.base_net_w[row])
+            self.observed_utc_s[satellite] = float(at_utc_s)
+            updated.append(satellite)
+        return updated
+
+    def mark_lost(self, satellites: list[str] | tuple[str, ...]) -> None:
+        """Satellites gone: no task is placed there, no route leads through them. Raises
+        ValueError naming an unknown satellite (nothing is marked then)."""
+        unknown = [s for s in satellites if s not in self.row]
+        if unknown:
+            raise ValueError(f"no satellite {unknown[0]!r} in this constellation")
+        self.lost.update(satellites)
+        self.router.down.update(satellites)
 
     @classmethod
     def from_config(cls, config: str | Path, hours: float, step_s: float = 60.0,

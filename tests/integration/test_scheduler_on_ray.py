@@ -1,7 +1,9 @@
 """The global scheduler on a running constellation (real Ray): a task from the Python side and
-one from an app's sys.submit are placed by the orbitos policy and run for real on the chosen
-satellite's kernel, the input file moved there over the ISL network first; a malformed task is
-refused with the reason; the task list says all of it."""
+one from an app's sys.submit are placed by the orbitos policy and run for real (once, not
+installed) on the chosen satellite's kernel, the input file moved there over the ISL network
+first; the kernel's report of the process's end reaches the scheduler actor, so the task list
+reaches done with exit code 0; a malformed task and a task whose image is not signed by the
+run's keyring are refused with the reason; the task list says all of it."""
 import tempfile
 from pathlib import Path
 
@@ -44,8 +46,12 @@ def main(sys, argv):
         chosen = record["satellite"]
         assert record["deadline_met"] and record["start_utc_s"] >= run.now() - 60
         done = wait_for(lambda: [t for t in run.tasks() if t["task"] == "ndwi-tile"
-                                 and t["status"] in ("running", "failed")])
-        assert done[0]["status"] == "running", done
+                                 and t["status"] in ("done", "failed")])
+        assert done[0]["status"] == "done" and done[0]["exit_code"] == 0, done
+        assert done[0]["ended_utc_s"] >= done[0]["dispatched_utc_s"]
+        assert done[0]["battery"]["source"] == "live", done  # batteries read from the hosts
+        installed = run.request(chosen, [chosen], "read", {"path": "/etc/installed.json"})[0]
+        assert not installed["ok"] or b"worker" not in installed["value"]  # ran once, not installed
         worked = wait_for(lambda: [e for e in run.logs(chosen, 100) if e["event_id"] == "WORKED"])
         assert worked[0]["fields"]["size"] == len(tile) and worked[0]["fields"]["tag"] == "python-client"
         if chosen != "TB02":  # the input crossed the ISL network to the chosen satellite
@@ -63,6 +69,9 @@ def main(sys, argv):
         from runtime.client import Client
         via_client = Client(run, "TB07").submit({"name": "via-client", "ops": {"gpu": 1e15}, "deadline_s": 1800})
         assert via_client["status"] == "placed" and via_client["submitted_by"] == "TB07"
+        stranger = Signer(Path(tempfile.mkdtemp())).image(name="worker", code="def main(sys, argv):\n    pass\n")
+        untrusted = run.submit({"name": "untrusted", "ops": {"gpu": 1e15}, "image": stranger})
+        assert untrusted["status"] == "refused" and "field 'image' refused" in untrusted["reason"], untrusted
         refused = run.submit({"name": "bad", "ops": {"tpu": 1e9}})
         assert refused["status"] == "refused" and "unknown device kind 'tpu'" in refused["reason"]
         again = run.submit({"name": "ndwi-tile", "ops": {"gpu": 1e15}})
@@ -70,5 +79,15 @@ def main(sys, argv):
         listed = {t["task"]: t for t in run.tasks()}
         assert set(listed) == {"ndwi-tile", "from-an-app", "via-client"}
         assert listed["from-an-app"]["submitted_by"] == "TB05"
+        ended = wait_for(lambda: [t for t in run.tasks() if t["status"] in ("done", "failed")]
+                         if all(t["status"] in ("done", "failed") for t in run.tasks()) else [])
+        assert all(t["status"] == "done" for t in ended), ended
+        # what another part's supervisor does on a node loss: tell the scheduler actor
+        import ray
+        lost = ray.get(run._scheduler().satellites_lost.remote(["TB07"]))
+        assert lost["lost"] == ["TB07"] and lost["refused"] == {}
+        assert run.submit({"name": "after-loss", "ops": {"gpu": 1e15}, "deadline_s": 1800}, "TB07")["satellite"] != "TB07"
+        health = ray.get(run._scheduler().health.remote())
+        assert health["dispatch"]["state"] == "running" and health["lost"] == ["TB07"]
     finally:
         run.down()

@@ -184,3 +184,30 @@ def test_tasks_from_maps_are_checked():
         with pytest.raises(TaskError, match=message.replace("[", r"\[").replace("]", r"\]")):
             task_from_dict(data, now)
     assert replace(task, priority=3).priority == 3
+
+
+def test_a_live_battery_reading_pins_the_forecast_from_its_time(world):
+    """observe_soc: from the grid point of the reading on, the forecast is sim_hw's step-by-step
+    integration from the read energy; bad readings are refused naming them, changing nothing."""
+    live = ConstellationState(world)
+    row, at = live.row["TB04"], live.start_utc_s + 3 * 3600.0 + 10.0
+    assert live.observe_soc({"TB04": 0.42}, at) == ["TB04"]
+    k = live.segment(at)
+    battery = world.constellation.profiles[row].eps.battery
+    energy, ledger = 0.42 * battery.capacity_wh, EnergyLedger()
+    stepped = [energy]
+    for j in range(k, len(live.hours)):
+        energy = integrate_segment(energy, battery, live.hours[j] * 3600.0, live.generation_w[row, j],
+                                   live.base_load_w[row, j], ledger)
+        stepped.append(energy)
+    np.testing.assert_allclose(live.forecast_wh[row, k:], stepped, rtol=0, atol=1e-6)
+    assert live.soc0[row] == 0.42 and live.observed_utc_s["TB04"] == at
+    before = live.forecast_wh.copy()
+    for bad, message in [({"TB99": 0.5}, "'TB99'"), ({"TB01": 1.5}, "within 0..1"),
+                         ({"TB01": 0.5, "TB02": True}, "within 0..1"), ({"TB01": float("nan")}, "within 0..1")]:
+        with pytest.raises(ValueError, match=message):
+            live.observe_soc(bad, at)
+    np.testing.assert_array_equal(live.forecast_wh, before)
+    with pytest.raises(ValueError, match="'TB99'"):
+        live.mark_lost(["TB01", "TB99"])
+    assert not live.lost and not live.router.down

@@ -152,3 +152,22 @@ def test_app_cli_keygen_build_verify(tmp_path, capsys):
     assert "signature does not match" in capsys.readouterr().err
     assert main(["app", "build", str(tmp_path), "--key", str(key)]) == 2
     assert "manifest.toml: file not found" in capsys.readouterr().err
+
+
+def test_process_exit_listeners_hear_every_end_and_a_failing_one_is_an_event(kernel, signer):
+    """Kernel.on_process_exit: the runtime hears each end (code, reason, time); a listener that
+    raises is an EXIT_LISTENER_FAILED event and the process still ends (waiters wake)."""
+    heard = []
+    kernel.on_process_exit(heard.append)
+
+    def broken(ended):
+        raise KeyError("listener bug")
+    kernel.on_process_exit(broken)
+    ok, _ = run_script(kernel, signer, "out(1)")
+    crashed, _ = run_script(kernel, signer, "raise ValueError('boom')")
+    assert [(h["pid"], h["exit_code"]) for h in heard] == [(ok["pid"], 0), (crashed["pid"], 1)]
+    assert heard[1]["satellite"] == kernel.satellite_id and heard[1]["name"] == "script"
+    assert "ValueError: boom" in heard[1]["reason"] and heard[1]["ended_utc_s"] >= kernel.boot_utc_s
+    failed = kernel.events.events("EXIT_LISTENER_FAILED")
+    assert len(failed) == 2 and "KeyError" in failed[0].message
+    assert {ok["pid"], crashed["pid"]}.isdisjoint(p.pid for p in kernel.live())  # ended all the same

@@ -550,3 +550,27 @@ def test_any_installed_table_gives_valid_entries_or_events(kernel, signer):
     attempt()
     print(f"installed tables tried: {TABLE_OUTCOMES}")
     assert TABLE_OUTCOMES["entries_started"] > 0 and TABLE_OUTCOMES["problems"] > 0
+
+
+def test_a_service_with_a_wake_event_runs_when_woken_and_when_its_iteration_asks():
+    """`wake`: set, it runs an iteration at once; an iteration's returned wait (capped at the
+    period) sets the next one; stop ends it though it waits on `wake`."""
+    clock = VirtualClock(0.0)
+    stop, wake = clock.event(), clock.event()
+    calls = []
+
+    def iteration():
+        calls.append(clock.now())
+        return 3.0 if len(calls) < 3 else 1e9  # then the period (50 s)
+    service = SupervisedService("queue", 50.0, iteration, clock=clock, stop=stop,
+                                events=EventLog(clock.now), escalate=lambda *a: None, wake=wake)
+    with clock.participant():
+        clock.start_thread(service.run)
+        clock.sleep(20.0)  # nothing before the period (50 s) ...
+        wake.set()  # ... unless woken: at 20, then 3 s after each of two, then the period
+        clock.sleep(10.0)
+        stop.set()
+        wake.set()
+        clock.sleep(100.0)
+    assert calls == [20.0, 23.0, 26.0], calls
+    assert service.snapshot()["state"] == "stopped"
