@@ -10,7 +10,9 @@ import errno
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives import serialization
 
+from runtime.control import OperatorSigner
 from runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME
 from runtime.satellite_host import CLIENT_TTL_S, HostSpec, SatelliteHost
 from sim_hw.constellation import load_constellation
@@ -36,12 +38,15 @@ class SchedulerActor:
     hosts' control requests."""
 
     def __init__(self, config_path: str, hours: float, spec: HostSpec, owner_of: dict[str, int],
-                 names: dict[int, str]) -> None:
+                 names: dict[int, str], operator_pem: bytes) -> None:
+        """`operator_pem`: the scheduler's own operator key (PKCS#8 PEM), trusted by the hosts
+        with the capabilities dispatch needs (read, write, run) and no more."""
         from runtime.scheduler.state import ConstellationState
         from runtime.scheduler_service import SchedulerService
         from sim_hw.clock import WallClock
 
         self._owner_of, self._names = owner_of, dict(names)
+        self._operator = OperatorSigner(serialization.load_pem_private_key(operator_pem, password=None))
         constellation = load_constellation(config_path)
         world = World(constellation, hours, 60.0)
         state = ConstellationState(world)
@@ -50,7 +55,8 @@ class SchedulerActor:
 
     def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         actor = ray.get_actor(self._names[self._owner_of[gateway]], namespace=NAMESPACE)
-        return ray.get(actor.request.remote(gateway, target, op, args))
+        signed = self._operator.sign(target, op, args)
+        return ray.get(actor.request.remote(gateway, target, signed))
 
     def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
         return self.service.submit(task, submitted_by)
@@ -120,30 +126,22 @@ class SatelliteHostActor:
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         return self.host.deliver(satellite, port, message, sender)
 
-    def deploy(self, satellite: str, image: bytes, argv: tuple[str, ...] = ()) -> int:
-        return self.host.deploy(satellite, image, argv)
+    @ray.method(concurrency_group="control")
+    def control(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Signed control requests (`runtime.control`) for satellites of this host, each
+        performed through the control table; their results in order, never an exception."""
+        return [self.host.control(request) for request in requests]
 
     @ray.method(concurrency_group="client")
-    def request(self, gateway: str, target: str, op: str, args: dict[str, Any] | None = None,
+    def request(self, gateway: str, target: str, control: dict[str, Any],
                 ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        return self.host.request(gateway, target, op, args, ttl_s)
+        """A signed control request carried from `gateway` to `target` over the ISL network."""
+        return self.host.request(gateway, target, control, ttl_s)
 
     @ray.method(concurrency_group="client")
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
         return self.host.send_from(gateway, target, port, message, ttl_s)
-
-    @ray.method(concurrency_group="control")
-    def status(self) -> list[dict[str, Any]]:
-        return self.host.status()
-
-    @ray.method(concurrency_group="control")
-    def ps(self, satellite: str) -> list[dict[str, Any]]:
-        return self.host.ps(satellite)
-
-    @ray.method(concurrency_group="control")
-    def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
-        return self.host.logs(satellite, last)
 
     @ray.method(concurrency_group="control")
     def network_counters(self) -> dict[str, int]:

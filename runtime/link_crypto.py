@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from runtime.replay_window import REPLAY_WINDOW, ReplayWindow
+
 _HEADER = struct.Struct(">16s16sIQ")  # from, to (padded names), session id, sequence
-REPLAY_WINDOW = 64
 
 
 class FrameRejected(ValueError):
@@ -75,8 +76,7 @@ class LinkSession:
         self.session_id = session_id
         self._aead = AESGCM(key)
         self._next_sequence = 0
-        self._highest_seen = -1
-        self._seen_bits = 0  # bit k: sequence highest_seen - k has been seen
+        self._window = ReplayWindow(size=REPLAY_WINDOW)
         self._lock = threading.Lock()
 
     def seal(self, payload: bytes) -> SealedFrame:
@@ -102,16 +102,11 @@ class LinkSession:
             raise FrameRejected("tampered", f"frame {sequence} on {self.source}->{self.target} "
                                             "does not authenticate") from None
         with self._lock:
-            behind = self._highest_seen - sequence
-            if behind >= REPLAY_WINDOW or (behind >= 0 and self._seen_bits >> behind & 1):
+            if self._window.verdict(sequence) is not None:
                 raise FrameRejected("replayed", f"frame {sequence} on {self.source}->{self.target} "
                                                 f"already seen or older than the replay window "
-                                                f"(highest {self._highest_seen})")
-            if behind < 0:
-                self._seen_bits = (self._seen_bits << -behind | 1) & ((1 << REPLAY_WINDOW) - 1)
-                self._highest_seen = sequence
-            else:
-                self._seen_bits |= 1 << behind
+                                                f"(highest {self._window.highest})")
+            self._window.accept(sequence)
         return payload
 
 

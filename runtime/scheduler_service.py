@@ -124,7 +124,7 @@ class SchedulerService:
                 arguments.append(path)
             pid = None
             if payload["image"] is not None:
-                started = self.request(satellite, satellite, "deploy",
+                started = self.request(satellite, satellite, "run",
                                        {"image": payload["image"], "argv": arguments + payload["argv"]})
                 if not started.get("ok"):
                     raise OSError(started.get("errno") or 5, f"not started: {started.get('error')}")
