@@ -77,11 +77,15 @@ def _attach(args: argparse.Namespace) -> Any:
 
     operator_key = _operator_key(None)
     try:
-        return ConstellationRun.attach(address, operator_key=operator_key)
+        run = ConstellationRun.attach(address, operator_key=operator_key)
     except LookupError as exc:
         raise CliError(str(exc)) from None
     except ConnectionError as exc:
         raise CliError(f"no Ray cluster at {address}: {exc}") from None
+    if operator_key is None:
+        raise CliError(f"no operator key at {operator_key_path()}: control requests must be signed by "
+                       "the key `orbitos up` wrote there (copy it from the machine that ran `up`)")
+    return run
 
 
 def add_parsers(commands: Any) -> None:
