@@ -221,12 +221,13 @@ class ConstellationRun:
             raise LookupError(f"{satellite} is lost: its node {self.lost[index]['node_id'][:12]} is gone")
         return self.actors[index]
 
-    def _sign(self, satellite: str, op: str, args: dict[str, Any] | None) -> dict[str, Any]:
+    def _sign(self, satellite: str, op: str, args: dict[str, Any] | None,
+              via: str | None = None) -> dict[str, Any]:
         """Raises PermissionError when this run holds no operator key."""
         if self.operator is None:
             raise PermissionError("this run holds no operator key: control requests cannot be signed "
                                   "(attach with operator_key=...)")
-        return self.operator.sign(satellite, op, args or {})
+        return self.operator.sign(satellite, op, args or {}, via)
 
     def control_many(self, requests: list[tuple[str, str, dict[str, Any] | None]],
                      timeout_s: float | None = None) -> list[dict[str, Any]]:
@@ -271,7 +272,8 @@ class ConstellationRun:
         """A signed control request from `gateway` to each target over the ISL network
         (`SatelliteHost.request`, port 0), all at once; the answers in order."""
         actor = self._actor(gateway)
-        return ray.get([actor.request.remote(gateway, t, self._sign(t, op, args), ttl_s) for t in targets])
+        return ray.get([actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s)
+                        for t in targets])
 
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:

@@ -9,15 +9,17 @@ network (`SatelliteHost.request` / `_answer`, behind `Client`).
 Authentication, in the spirit of CCSDS SDLS: a request is signed by an operator key (Ed25519)
 
     {"v": 1, "satellite": "TB09", "op": "read", "args": {"path": "/data/x"}, "seq": 17..., "key": KEY_ID,
-     "sig": 64 bytes}
+     "sig": 64 bytes, "via": "TB01" or None}
 
-over the canonical bytes `sim_hw.wire.encode` gives of [format, satellite, op, args (keys
-sorted), seq, key]: changing the target, the operation, any argument or the sequence number
-breaks the signature. The satellite (`ControlTable.execute`) refuses, in this order and with a
+over the canonical bytes `sim_hw.wire.encode` gives of {format, satellite, op, args (keys
+sorted), seq, key, via}: changing the target, the operation, any argument or the sequence number
+breaks the signature; so does changing `via`, the gateway satellite a request carried over
+the ISL network was signed to come from (its reply goes there). The satellite (`ControlTable.execute`) refuses, in this order and with a
 counted reason: a request that is not a well-formed signed request ("malformed", "unsigned"),
 one for another satellite ("wrong_satellite"), one whose key is no operator key of its keyring
 ("unknown_key"; keyring grants with `operate = [...]`, `kernel.image.Grants`), one whose
-signature does not verify ("bad_signature"), one whose sequence number it has seen
+signature does not verify ("bad_signature"), one that came over the ISL network from another
+gateway than it was signed for ("wrong_route"), one whose sequence number it has seen
 ("replayed") or that is more than 64 behind the highest it has seen ("too_old": an anti-replay
 window per operator key and satellite, `runtime.replay_window`), an unknown operation
 ("unknown_op"), and an operation whose capability the key was not granted ("not_permitted").
@@ -54,13 +56,13 @@ from runtime.replay_window import ReplayWindow
 from sim_hw.wire import encode
 
 CONTROL_FORMAT = "orbitos-control/1"
-REQUEST_FIELDS = ("v", "satellite", "op", "args", "seq", "key", "sig")
+REQUEST_FIELDS = ("v", "satellite", "op", "args", "seq", "key", "sig", "via")
 WRITABLE_ROOTS = ("/data",)  # the `write` op writes here and nowhere else (never /etc, /images)
 WINDOW_DIR = "/etc/control"
 MAX_SEQUENCE = (1 << 63) - 1
 MAX_LOG_EVENTS = 10_000
-REFUSALS = ("malformed", "unsigned", "wrong_satellite", "unknown_key", "bad_signature", "replayed",
-            "too_old", "unknown_op", "not_permitted")
+REFUSALS = ("malformed", "unsigned", "wrong_satellite", "unknown_key", "bad_signature", "wrong_route",
+            "replayed", "too_old", "unknown_op", "not_permitted")
 
 
 class ControlTarget(Protocol):
@@ -197,11 +199,11 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def signed_bytes(satellite: Any, op: Any, args: Any, seq: Any, key: Any) -> bytes:
+def signed_bytes(satellite: Any, op: Any, args: Any, seq: Any, key: Any, via: Any = None) -> bytes:
     """The bytes an operator signs: the wire encoding of the request's fields, args with sorted
     keys. Raises TypeError, ValueError (and the wire's FrameError) for what cannot be encoded."""
     return encode({"f": CONTROL_FORMAT, "satellite": satellite, "op": op, "args": _canonical(args),
-                   "seq": seq, "key": key}, MAX_IMAGE_BYTES + (1 << 20))
+                   "seq": seq, "key": key, "via": via}, MAX_IMAGE_BYTES + (1 << 20))
 
 
 class OperatorSigner:
@@ -220,14 +222,16 @@ class OperatorSigner:
             self._last = max(self._last + 1, int(self._now_s() * 1_000_000))
             return self._last
 
-    def sign(self, satellite: str, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A signed request for `op` on `satellite`. Raises TypeError or ValueError for args
-        that cannot be encoded."""
+    def sign(self, satellite: str, op: str, args: dict[str, Any] | None = None,
+             via: str | None = None) -> dict[str, Any]:
+        """A signed request for `op` on `satellite`; `via`: the gateway satellite it is carried
+        from over the ISL network (its reply goes there and nowhere else), None for a Ray call.
+        Raises TypeError or ValueError for args that cannot be encoded."""
         args = dict(args or {})
         seq = self.next_sequence()
-        signature = self.private_key.sign(signed_bytes(satellite, op, args, seq, self.key_id))
+        signature = self.private_key.sign(signed_bytes(satellite, op, args, seq, self.key_id, via))
         return {"v": 1, "satellite": satellite, "op": op, "args": args, "seq": seq, "key": self.key_id,
-                "sig": signature}
+                "sig": signature, "via": via}
 
 
 # -- the satellite's side ------------------------------------------------------------------------
@@ -281,9 +285,11 @@ class ControlTable:
         with self._lock:
             return self._locks.setdefault(satellite, threading.Lock())
 
-    def execute(self, satellite: str, request: Any) -> dict[str, Any]:
+    def execute(self, satellite: str, request: Any, via: str | None = None) -> dict[str, Any]:
         """Authenticate and perform one request arriving for `satellite` (a satellite of this
-        host). {ok: True, value} or {ok: False, errno, error[, refused: reason]}."""
+        host); `via`: the gateway it came from over the ISL network (where its reply goes),
+        which must be the one it was signed for. {ok: True, value} or {ok: False, errno, error
+        [, refused: reason]}."""
         counters = self.counters_of(satellite)
         try:
             target = self.targets(satellite)
@@ -291,7 +297,7 @@ class ControlTable:
             counters.count("refused", "wrong_satellite")
             return {"ok": False, "errno": errno.ENOENT, "error": str(exc.args[0]), "refused": "wrong_satellite"}
         try:
-            op = self._authenticate(satellite, request, target)
+            op = self._authenticate(satellite, request, target, via)
         except Refused as exc:
             counters.count("refused", exc.reason)
             return {"ok": False, "errno": exc.errno, "error": exc.strerror, "refused": exc.reason}
@@ -305,7 +311,7 @@ class ControlTable:
             counters.count("errors", op.name)
             return {"ok": False, "errno": errno.EIO, "error": f"{type(exc).__name__}: {exc}"}
 
-    def _authenticate(self, satellite: str, request: Any, target: ControlTarget) -> ControlOp:
+    def _authenticate(self, satellite: str, request: Any, target: ControlTarget, via: str | None) -> ControlOp:
         """The operation of an authentic, fresh, permitted request (its sequence number now
         used). Raises Refused with the reason."""
         if not isinstance(request, dict) or request.get("v") != 1:
@@ -317,7 +323,8 @@ class ControlTable:
         seq, op_name, key = request.get("seq"), request.get("op"), request.get("key")
         if extra or type(seq) is not int or not 0 < seq <= MAX_SEQUENCE or type(op_name) is not str \
                 or type(key) is not str or type(request.get("sig")) is not bytes \
-                or type(request.get("satellite")) is not str or type(request.get("args")) is not dict:
+                or type(request.get("satellite")) is not str or type(request.get("args")) is not dict \
+                or not isinstance(request.get("via"), str | None):
             raise Refused(errno.EINVAL, "malformed", f"{satellite}: malformed control request "
                                                      f"(fields {', '.join(REQUEST_FIELDS)}; seq 1..2^63-1)")
         if request["satellite"] != satellite:
@@ -329,10 +336,14 @@ class ControlTable:
                                                        "key of this satellite's keyring")
         public_key, capabilities = operator
         try:
-            public_key.verify(request["sig"], signed_bytes(satellite, op_name, request["args"], seq, key))
+            public_key.verify(request["sig"], signed_bytes(satellite, op_name, request["args"], seq, key,
+                                                           request.get("via")))
         except (InvalidSignature, TypeError, ValueError):
             raise Refused(errno.EACCES, "bad_signature", f"{satellite}: control request signature does "
                                                          f"not verify with key {key}") from None
+        if via is not None and request.get("via") != via:
+            raise Refused(errno.EACCES, "wrong_route", f"{satellite}: control request signed to come "
+                                                       f"via {request.get('via')!r} came via {via!r}")
         with self._satellite_lock(satellite):
             window = self._window(satellite, key, target)
             verdict = window.verdict(seq)

@@ -55,7 +55,7 @@ class SchedulerActor:
 
     def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         actor = ray.get_actor(self._names[self._owner_of[gateway]], namespace=NAMESPACE)
-        signed = self._operator.sign(target, op, args)
+        signed = self._operator.sign(target, op, args, via=gateway)
         return ray.get(actor.request.remote(gateway, target, signed))
 
     def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:

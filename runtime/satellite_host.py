@@ -198,8 +198,10 @@ class SatelliteHost:
     def _answer(self, satellite: str, request: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"kind": "reply", "id": request.get("id"),
                                  "received_utc_s": self.clock.now()}
-        reply.update(self.control_table.execute(satellite, request.get("control")))
-        if not isinstance(request.get("reply_to"), str):
+        reply_to = request.get("reply_to")
+        reply.update(self.control_table.execute(satellite, request.get("control"),
+                                                via=reply_to if isinstance(reply_to, str) else "?"))
+        if not isinstance(reply_to, str):
             return  # nowhere to answer (counted by the table all the same)
         try:
             self.network.send(satellite, request["reply_to"], CONTROL_PORT, reply, satellite,
@@ -228,8 +230,8 @@ class SatelliteHost:
 
     def request(self, gateway: str, target: str, control: dict[str, Any],
                 ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        """Carry a signed control request (`runtime.control.OperatorSigner.sign`, for `target`)
-        from `gateway` (a satellite of this host) to `target` over the ISL network, where the
+        """Carry a signed control request (`runtime.control.OperatorSigner.sign`, for `target`,
+        via `gateway`) from `gateway` (a satellite of this host) to `target` over the ISL network, where the
         control table performs it, and its reply back. Returns {ok, value | errno and error
         [, refused], route, round_trip_s, ...}; out of reach: {ok: False, reachable: False,
         next_reachable_utc_s}. Raises KeyError when the gateway is not hosted here or the target
@@ -239,7 +241,7 @@ class SatelliteHost:
             raise KeyError(f"no satellite {target!r} in this constellation")
         sent = self.clock.now()
         if target == gateway:
-            result = self.control_table.execute(target, control)
+            result = self.control_table.execute(target, control, via=gateway)
             return dict(result, satellite=target, via=gateway, route=[gateway], round_trip_s=0.0)
         request_id = f"{self._host_tag}-{next(self._request_ids)}"
         message = {"kind": "request", "id": request_id, "control": control, "reply_to": gateway,

@@ -59,12 +59,12 @@ def test_signed_and_replayed_control_requests_on_ray(local_ray):
 
         # port 0 over the ISL network: from TB01 (host 0) to TB04 (host 1) and back
         gateway = run.actors[run.owner_of["TB01"]]
-        over_isl = run.operator.sign("TB04", "read", {"path": "/etc/installed.json"})
+        over_isl = run.operator.sign("TB04", "read", {"path": "/etc/installed.json"}, via="TB01")
         missing = wait_for(lambda: _reached(ray.get(gateway.request.remote("TB01", "TB04", over_isl))), 30.0)
         assert missing["errno"] == errno.ENOENT and len(missing["route"]) >= 2  # performed, nothing installed
         replayed = ray.get(gateway.request.remote("TB01", "TB04", over_isl))
         assert replayed["refused"] == "replayed" and replayed["route"] == missing["route"]
-        other = ray.get(gateway.request.remote("TB01", "TB04", run.operator.sign("TB03", "status")))
+        other = ray.get(gateway.request.remote("TB01", "TB04", run.operator.sign("TB03", "status", via="TB01")))
         assert other["refused"] == "wrong_satellite"
         client = Client(run, "TB01")
         assert client.read("TB03", "/data/tile.bin") == b"tile"

@@ -196,7 +196,7 @@ def main(sys, argv):
             time.sleep(0.02)
         assert host.control_table.counters_of("TB02").snapshot()["refused"]["malformed"] == refused + 1
         signed = host.request("TB01", "TB02", ADMIN.sign("TB02", "write", {"path": "/etc/installed.json",
-                                                                           "data": b"[]"}))
+                                                                           "data": b"[]"}, via="TB01"))
         assert not signed["ok"] and signed["errno"] == errno.EACCES and "not under /data" in signed["error"]
         assert host.kernel("TB02").fs.read_file("/etc/installed.json") == table
     finally:
@@ -255,20 +255,20 @@ def _flip(value, bit):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(["v", "satellite", "op", "args", "seq", "key", "sig"]),
+@given(field=st.sampled_from(["v", "satellite", "op", "args", "seq", "key", "sig", "via"]),
        bit=st.integers(0, 511), op=st.sampled_from(["status", "logs", "ps"]))
 def test_no_mutated_request_is_accepted(memory_host, field, bit, op):
     args = {"last": 5} if op == "logs" else {}
-    original = ADMIN.sign("TB03", op, args)
+    original = ADMIN.sign("TB03", op, args, via="TB04")
     mutated = dict(original, **{field: _flip(original[field], bit)})
     COUNTS["mutations"] = COUNTS.get("mutations", 0) + 1
     if mutated[field] == original[field]:
         return  # a flip that changed nothing (e.g. replaced characters): not a mutation
-    result = memory_host.control(mutated)
+    result = memory_host.control_table.execute("TB03", mutated, via="TB04")
     assert not result["ok"] and result.get("refused"), (field, mutated, result)
     COUNTS[f"refused_{result['refused']}"] = COUNTS.get(f"refused_{result['refused']}", 0) + 1
-    assert memory_host.control(original)["ok"]  # the original is still fresh, and taken once
-    assert memory_host.control(original)["refused"] == "replayed"
+    assert memory_host.control_table.execute("TB03", original, via="TB04")["ok"]  # still fresh: taken once
+    assert memory_host.control_table.execute("TB03", original, via="TB04")["refused"] == "replayed"
     COUNTS["originals_accepted_once"] = COUNTS.get("originals_accepted_once", 0) + 1
 
 
@@ -306,6 +306,14 @@ def test_forged_key_ids_and_signatures_are_refused(memory_host, key, signature):
     result = memory_host.control(dict(request, key=key, sig=signature))
     COUNTS["forgeries_tried"] = COUNTS.get("forgeries_tried", 0) + 1
     assert not result["ok"] and result["refused"] in ("unsigned", "unknown_key", "bad_signature", "malformed")
+
+
+def test_a_request_carried_from_another_gateway_is_refused(memory_host):
+    request = ADMIN.sign("TB03", "read", {"path": "/data/x"}, via="TB04")
+    diverted = memory_host.control_table.execute("TB03", request, via="TB09")
+    assert diverted["refused"] == "wrong_route" and "via 'TB04' came via 'TB09'" in diverted["error"]
+    assert memory_host.control_table.execute("TB03", dict(request, via="TB09"), via="TB09")["refused"] \
+        == "bad_signature"
 
 
 def test_a_request_signed_by_another_key_under_an_operators_id_is_refused(memory_host):

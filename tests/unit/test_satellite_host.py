@@ -105,7 +105,7 @@ def test_control_requests_cross_the_isl_network_and_back():
         a = hosts["a"]
 
         def request(gateway, target, op, args=None, **kwargs):
-            return a.request(gateway, target, OPERATOR.sign(target, op, args), **kwargs)
+            return a.request(gateway, target, OPERATOR.sign(target, op, args, via=gateway), **kwargs)
 
         status = request("TB01", "TB09", "status")
         assert status["ok"] and status["value"]["id"] == "TB09" and status["value"]["state"] == "running"
