@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from kernel.image import OPERATE_CAPABILITIES, ImageError
 from runtime.control import OperatorSigner, result_value
 from runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
 from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
@@ -40,7 +41,6 @@ from runtime.supervision import check_nodes
 from sim_hw.constellation import load_constellation
 from sim_hw.contact_plan import ContactPlan
 from sim_hw.world import World
-from kernel.image import OPERATE_CAPABILITIES, ImageError
 
 __all__ = ["ConstellationRun", "PlacementError", "PLACEMENTS"]
 SCHEDULER_CAPABILITIES = ("read", "write", "run")  # what dispatching a task needs, and no more
@@ -56,8 +56,11 @@ def private_pem(key: Ed25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+OperatorEntry = tuple[bytes, tuple[str, ...]]  # a PEM public key and its control capabilities
+
+
 def operator_entries(run_key: Ed25519PrivateKey, scheduler_key: Ed25519PrivateKey,
-                     extra: tuple[bytes | tuple[bytes, tuple[str, ...]], ...]) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
+                     extra: tuple[bytes | OperatorEntry, ...]) -> tuple[OperatorEntry, ...]:
     """The operator keys a run's satellites trust: the run's own (every capability), the
     scheduler's (read, write, run) and `extra`. Raises ValueError for a malformed entry or an
     unknown capability."""

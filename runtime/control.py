@@ -14,8 +14,8 @@ Authentication, in the spirit of CCSDS SDLS: a request is signed by an operator 
 over the canonical bytes `sim_hw.wire.encode` gives of {format, satellite, op, args (keys
 sorted), seq, key, via}: changing the target, the operation, any argument or the sequence number
 breaks the signature; so does changing `via`, the gateway satellite a request carried over
-the ISL network was signed to come from (its reply goes there). The satellite (`ControlTable.execute`) refuses, in this order and with a
-counted reason: a request that is not a well-formed signed request ("malformed", "unsigned"),
+the ISL network was signed to come from (its reply goes there). The satellite
+(`ControlTable.execute`) refuses, in this order and with a counted reason: a request that is not a well-formed signed request ("malformed", "unsigned"),
 one for another satellite ("wrong_satellite"), one whose key is no operator key of its keyring
 ("unknown_key"; keyring grants with `operate = [...]`, `kernel.image.Grants`), one whose
 signature does not verify ("bad_signature"), one that came over the ISL network from another
