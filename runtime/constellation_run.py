@@ -27,7 +27,7 @@ from typing import Any
 
 import ray
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from kernel.image import OPERATE_CAPABILITIES, ImageError
@@ -62,14 +62,22 @@ OperatorEntry = tuple[bytes, tuple[str, ...]]  # a PEM public key and its contro
 def operator_entries(run_key: Ed25519PrivateKey, scheduler_key: Ed25519PrivateKey,
                      extra: tuple[bytes | OperatorEntry, ...]) -> tuple[OperatorEntry, ...]:
     """The operator keys a run's satellites trust: the run's own (every capability), the
-    scheduler's (read, write, run) and `extra`. Raises ValueError for a malformed entry or an
-    unknown capability."""
+    scheduler's (read, write, run) and `extra`. Raises ValueError for a malformed entry, a key
+    that is not an Ed25519 PEM public key, or an unknown capability."""
     entries = [(public_pem(run_key), OPERATE_CAPABILITIES), (public_pem(scheduler_key), SCHEDULER_CAPABILITIES)]
     for item in extra:
-        pem, capabilities = (item, OPERATE_CAPABILITIES) if isinstance(item, bytes) else item
-        if not isinstance(pem, bytes) or not all(c in OPERATE_CAPABILITIES for c in capabilities):
+        pem, capabilities = (item, OPERATE_CAPABILITIES) if isinstance(item, bytes) else \
+            (item if isinstance(item, tuple) and len(item) == 2 else (None, ()))
+        if not isinstance(pem, bytes) or not isinstance(capabilities, tuple | list) or not capabilities \
+                or not all(c in OPERATE_CAPABILITIES for c in capabilities):
             raise ValueError(f"operator key entries are PEM bytes or (PEM, capabilities among "
                              f"{', '.join(OPERATE_CAPABILITIES)}); got {item!r:.80}")
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError as exc:
+            raise ValueError(f"operator key is not a PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("an operator key must be an Ed25519 public key")
         entries.append((pem, tuple(capabilities)))
     return tuple(entries)
 

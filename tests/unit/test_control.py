@@ -396,3 +396,36 @@ def test_replay_window_jumps_far_without_growing():
     window.accept(10**15)
     assert window.bits == 1 and window.verdict(5) == "too_old" and window.verdict(10**15) == "replayed"
     assert window.verdict(10**15 - 1) is None
+
+
+def test_a_window_that_cannot_be_kept_is_an_event_and_the_request_runs():
+    host = make_host(None, satellites=("TB05",))
+    try:
+        fs = host.kernel("TB05").fs
+        fs.mkdir("/etc", "kernel", parents=True)
+        fs.write_file("/etc/control", b"a file where the directory goes", "kernel", None)
+        assert do(host, ADMIN, "TB05", "status")["ok"]
+        assert any(e.event_id == "CONTROL_WINDOW_NOT_KEPT" for e in host.kernel("TB05").events.events())
+    finally:
+        host.shutdown()
+
+
+def test_operator_entries_and_a_run_without_a_key():
+    from runtime.constellation_run import ConstellationRun, operator_entries
+
+    run_key, scheduler_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    entries = operator_entries(run_key, scheduler_key, (pem(OBSERVER.private_key),
+                                                       (pem(ADMIN.private_key), ("observe", "read"))))
+    assert [caps for _, caps in entries] == [OPERATE_CAPABILITIES, SCHEDULER_CAPABILITIES, OPERATE_CAPABILITIES,
+                                             ("observe", "read")]
+    with pytest.raises(ValueError, match="operator key entries"):
+        operator_entries(run_key, scheduler_key, ((pem(ADMIN.private_key), ("fly",)),))
+    with pytest.raises(ValueError, match="operator key entries"):
+        operator_entries(run_key, scheduler_key, ("not bytes",))
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        operator_entries(run_key, scheduler_key, (b"-----BEGIN nothing",))
+    keyless = ConstellationRun(str(CONFIG), ("TB01",), {"TB01": 0}, [None], False, 0.0, None)
+    with pytest.raises(PermissionError, match="no operator key"):
+        keyless.control("TB01", "status")
+    with pytest.raises(KeyError, match="XX"):
+        keyless.control("XX", "status")
