@@ -27,7 +27,7 @@ import errno
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ IMAGE_VERSION = 1
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 PriorityClass = Literal["essential", "high", "normal", "low"]
 PRIORITY_ORDER = ("essential", "high", "normal", "low")
+OPERATE_CAPABILITIES = ("observe", "read", "write", "deploy", "run", "kill")
 _VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,7}")
 
 
@@ -133,12 +134,15 @@ def parse_version(version: Any) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Grants:
-    """What a signer may grant the apps it signs: a keyring entry's ceiling on manifests.
+    """What a signer may grant the apps it signs: a keyring entry's ceiling on manifests; and,
+    for an operator key, the control capabilities it may use (`operate`, the "operate" role:
+    observe, read, write, deploy, run, kill; none by default, so an image signer is no operator).
 
     Pattern entries work as in `Capabilities` ("*" alone: anything; "hk.*": that prefix); a file
     entry covers itself and everything below it; ports are "N", "N-M" or "*". `threads`: whether
     its apps may run as threads in the kernel's own interpreter (false: only `isolation =
-    "process"`). The default grants everything, so keyrings of bare keys keep working."""
+    "process"`). `images = false`: a key that may not sign images (an operator key). The default
+    grants every app capability, so keyrings of bare keys keep working."""
 
     devices: tuple[str, ...] = ("*",)
     publish: tuple[str, ...] = ("*",)
@@ -150,8 +154,13 @@ class Grants:
     spawn: bool = True
     kill: bool = True
     threads: bool = True
+    images: bool = True  # whether the key may sign app images at all (false for an operator key)
+    operate: tuple[str, ...] = ()  # control capabilities as an operator key (runtime.control)
 
     def __post_init__(self) -> None:
+        for entry in self.operate:
+            if entry not in OPERATE_CAPABILITIES:
+                raise ValueError(f"operate grant {entry!r} must be one of {', '.join(OPERATE_CAPABILITIES)}")
         for entry in self.ports:
             low, _, high = entry.partition("-")
             if entry != "*" and not (low.isdigit() and (not high or high.isdigit())):
@@ -201,6 +210,17 @@ def _port_covers(granted: str, port: int) -> bool:
 
 
 ALL_GRANTS = Grants()
+NO_APP_GRANTS = dict(devices=(), publish=(), subscribe=(), files=(), ports=(), isl_send=False, submit=False,
+                     spawn=False, kill=False, threads=False, images=False)
+
+
+def operator_grants(operate: tuple[str, ...], base: "Grants | None" = None) -> "Grants":
+    """The grants of an operator key: `operate` capabilities, and no right to sign images
+    unless `base` (the key's grants as an image signer) gives them. Raises ValueError naming an
+    unknown capability."""
+    if base is None:
+        return Grants(operate=tuple(operate), **NO_APP_GRANTS)
+    return replace(base, operate=tuple(operate))
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -244,6 +264,13 @@ class Keyring:
 
     def grants_of(self, signer: str) -> Grants:
         return self.grants.get(signer, ALL_GRANTS)
+
+    def operator(self, signer: str) -> tuple[Ed25519PublicKey, tuple[str, ...]] | None:
+        """An operator key's public key and its control capabilities; None when `signer` is not
+        in the keyring or its grants give it no `operate` capability."""
+        key = self.keys.get(signer)
+        operate = self.grants_of(signer).operate
+        return (key, operate) if key is not None and operate else None
 
     @classmethod
     def from_files(cls, paths: list[str | Path]) -> "Keyring":
@@ -351,6 +378,9 @@ def verify_image(data: bytes, keyring: Keyring) -> VerifiedImage:
     if public_key is None:
         raise ImageError(errno.EACCES, f"image of {manifest_dict.get('name')!r} is signed by "
                                        f"{signer!r}, which is not in the keyring")
+    if not keyring.grants_of(signer).images:
+        raise ImageError(errno.EACCES, f"image of {manifest_dict.get('name')!r} is signed by {signer}, "
+                                       "an operator key that may not sign images")
     signed = _signed_bytes(manifest_dict, code)
     try:
         public_key.verify(bytes(signature), signed)

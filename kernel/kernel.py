@@ -148,6 +148,9 @@ class Kernel:
         # processes it started for someone (the scheduler's tasks). The kernel imports nothing.
         self._exit_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._service_threads: list[threading.Thread] = []
+        # Sections the owner of the kernel adds to every housekeeping record (name -> a callable
+        # returning a dict), so the runtime's counters travel with the kernel's own.
+        self.housekeeping_sections: dict[str, Callable[[], dict[str, Any]]] = {}
         self._install_lock = ClockRLock(clock)  # install's read-modify-write of the table
         self._eps_cache: tuple[float, dict[str, Any]] | None = None
         self._suspended_by_safe_mode: set[int] = set()
@@ -848,8 +851,9 @@ class Kernel:
 
     def housekeeping(self) -> dict[str, Any]:
         """One housekeeping record: power, storage, processes, counters, services' liveness,
-        drivers' errors. Does not raise for a failing EPS: the record then has `power_error`
-        instead of `power`."""
+        drivers' errors, and each of `housekeeping_sections` (the runtime's "control" counters).
+        Does not raise for a failing EPS or section: the record then has `power_error` (or
+        `<name>_error`) instead."""
         states: dict[str, int] = {}
         for process in list(self.processes.values()):
             states[process.state] = states.get(process.state, 0) + 1
@@ -877,6 +881,11 @@ class Kernel:
                                                         "in_eclipse", "next_eclipse_utc_s")}
         if self.fs is not None:
             record["storage"] = {"files": len(self.fs.files()), "corrupt_found": self.fs.corrupt_found}
+        for name, section in list(self.housekeeping_sections.items()):
+            try:
+                record[name] = section()
+            except Exception as exc:  # noqa: BLE001 - a failing section never costs the record
+                record[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
         return record
 
     def _publish_event(self, event: Any) -> None:

@@ -47,16 +47,45 @@ def _address(args: argparse.Namespace) -> str:
         return "auto"
 
 
+def operator_key_path() -> Path:
+    """Where `up` keeps the operator key it generates (mode 0600), unless given --operator-key."""
+    return session_path().parent / "operator.key"
+
+
+def _operator_key(path: Path | None) -> Any:
+    """The operator private key at `path` (the session's, else $ORBITOS_HOME/operator.key);
+    None when there is none. Raises CliError for a file that is not an Ed25519 key."""
+    from kernel.image import ImageError, load_private_key
+
+    if path is None:
+        try:
+            recorded = json.loads(session_path().read_text()).get("operator_key")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        path = Path(recorded) if isinstance(recorded, str) else operator_key_path()
+        if not path.exists():
+            return None
+    try:
+        return load_private_key(path)
+    except ImageError as exc:
+        raise CliError(f"operator key: {exc.strerror}") from None
+
+
 def _attach(args: argparse.Namespace) -> Any:
     address = _address(args)  # first: it may set RAY_AUTH_MODE, which Ray reads on import
     from runtime.constellation_run import ConstellationRun
 
+    operator_key = _operator_key(None)
     try:
-        return ConstellationRun.attach(address)
+        run = ConstellationRun.attach(address, operator_key=operator_key)
     except LookupError as exc:
         raise CliError(str(exc)) from None
     except ConnectionError as exc:
         raise CliError(f"no Ray cluster at {address}: {exc}") from None
+    if operator_key is None:
+        raise CliError(f"no operator key at {operator_key_path()}: control requests must be signed by "
+                       "the key `orbitos up` wrote there (copy it from the machine that ran `up`)")
+    return run
 
 
 def add_parsers(commands: Any) -> None:
@@ -149,13 +178,20 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     if not 0 < args.speed <= 10_000 or not 0 < args.hours <= 24 * 14:
         raise CliError(f"--speed must be in (0, 10000] and --hours in (0, 336]; got {args.speed}, {args.hours}")
     keys = _trusted_keys(args.keyring) if args.keyring else ()
+    operator_path = operator_key_path()
+    if not operator_path.exists():  # the operator key signs every control request (runtime.control)
+        from kernel.image import generate_key
+
+        operator_path.parent.mkdir(parents=True, exist_ok=True)
+        generate_key(operator_path)  # mode 0600, and its .pub beside it
+    operator_key = _operator_key(operator_path)
     hosts = args.hosts or max(1, min(os.cpu_count() or 1, 8))
     try:
         run = ConstellationRun.up(args.config, hosts=hosts, speed=args.speed, hours=args.hours,
                                   trusted_keys_pem=keys, address=args.address, num_cpus=args.num_cpus,
                                   housekeeping_period_s=args.housekeeping, placement=args.placement,
                                   satellites=tuple(args.satellites) if args.satellites else None,
-                                  state_dir=args.state_dir, scheduler=True)
+                                  state_dir=args.state_dir, scheduler=True, operator_key=operator_key)
     except (ConfigError, ValueError, PlacementError) as exc:
         raise CliError(str(exc)) from None
     import ray
@@ -170,6 +206,7 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     session.parent.mkdir(parents=True, exist_ok=True)
     session.write_text(json.dumps({"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(),
                                    "config": str(args.config), "satellites": len(run.satellites),
+                                   "operator_key": str(operator_path),
                                    "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", "token")}))
     print(f"up: {len(run.satellites)} satellites on {len(run.actors)} hosts ({args.placement}) in "
           f"{run.boot_s:.1f} s at {args.speed:g}x; Ray at {ray.get_runtime_context().gcs_address}; "

@@ -7,9 +7,11 @@
     client.send("TB09", 5000, {"hello": 1})
     client.submit({"name": "ndwi", "ops": {"gpu": 1e15}, "deadline_s": 600})  # to the scheduler
 
-Every request leaves from the gateway satellite, crosses the ISL network hop by hop with the
-contact plan's latency to its target, is performed there, and its reply comes back the same way
-(`SatelliteHost.request`). What is out of reach raises `OutOfReach`, which says when a request
+Every request is signed by the run's operator key (`runtime.control`: for the target, the
+operation, its arguments, a fresh sequence number and the gateway), leaves from the gateway
+satellite, crosses the ISL network hop by hop with the contact plan's latency to its target, is
+performed there by the control table, and its reply comes back the same way
+(`SatelliteHost.request`); a refused request raises OSError(EACCES) saying why. What is out of reach raises `OutOfReach`, which says when a request
 sent now would arrive (`next_reachable_utc_s`, None when the plan holds no path at all); a
 failure on the far side raises OSError with the far side's errno and message.
 """

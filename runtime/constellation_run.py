@@ -17,6 +17,7 @@ reboot from those files (a REBOOTED event on each). A host whose node is lost is
 """
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 import time
@@ -25,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from kernel.image import OPERATE_CAPABILITIES, ImageError
+from runtime.control import OperatorSigner, result_value
 from runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
 from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
 from runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
@@ -38,6 +43,43 @@ from sim_hw.contact_plan import ContactPlan
 from sim_hw.world import World
 
 __all__ = ["ConstellationRun", "PlacementError", "PLACEMENTS"]
+SCHEDULER_CAPABILITIES = ("observe", "read", "write", "run")  # live batteries and dispatch, no more
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+OperatorEntry = tuple[bytes, tuple[str, ...]]  # a PEM public key and its control capabilities
+
+
+def operator_entries(run_key: Ed25519PrivateKey, scheduler_key: Ed25519PrivateKey,
+                     extra: tuple[bytes | OperatorEntry, ...]) -> tuple[OperatorEntry, ...]:
+    """The operator keys a run's satellites trust: the run's own (every capability), the
+    scheduler's (read, write, run) and `extra`. Raises ValueError for a malformed entry, a key
+    that is not an Ed25519 PEM public key, or an unknown capability."""
+    entries = [(public_pem(run_key), OPERATE_CAPABILITIES), (public_pem(scheduler_key), SCHEDULER_CAPABILITIES)]
+    for item in extra:
+        pem, capabilities = (item, OPERATE_CAPABILITIES) if isinstance(item, bytes) else \
+            (item if isinstance(item, tuple) and len(item) == 2 else (None, ()))
+        if not isinstance(pem, bytes) or not isinstance(capabilities, tuple | list) or not capabilities \
+                or not all(c in OPERATE_CAPABILITIES for c in capabilities):
+            raise ValueError(f"operator key entries are PEM bytes or (PEM, capabilities among "
+                             f"{', '.join(OPERATE_CAPABILITIES)}); got {item!r:.80}")
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError as exc:
+            raise ValueError(f"operator key is not a PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("an operator key must be an Ed25519 public key")
+        entries.append((pem, tuple(capabilities)))
+    return tuple(entries)
 
 
 @dataclass
@@ -60,6 +102,7 @@ class ConstellationRun:
     lost: dict[int, dict[str, Any]] = field(default_factory=dict)
     incidents: list[dict[str, Any]] = field(default_factory=list)
     scheduler: Any = None
+    operator: OperatorSigner | None = None  # signs this run's control requests (runtime.control)
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -67,14 +110,22 @@ class ConstellationRun:
            num_cpus: int | None = None, housekeeping_period_s: float = 10.0,
            placement: str = "packed", satellites: tuple[str, ...] | None = None,
            state_dir: str | Path | None = None, on_node_loss: str = "reboot",
-           max_restarts: int = 3, persist: bool = True, scheduler: bool = False) -> "ConstellationRun":
+           max_restarts: int = 3, persist: bool = True, scheduler: bool = False,
+           operator_key: Ed25519PrivateKey | None = None,
+           operator_keys_pem: tuple[bytes | tuple[bytes, tuple[str, ...]], ...] = ()) -> "ConstellationRun":
         """Boot a constellation on Ray. With `persist` (the default) each satellite's storage is
         a block file under `state_dir` (a temporary directory when None, removed by `down`);
         without it, storage is the simulated device in memory and nothing survives a restart.
 
+        Control requests are signed (`runtime.control`): the run signs its own with `operator_key`
+        (a new key when None; `run.operator`), trusted with every control capability; the
+        satellites also trust `operator_keys_pem` (PEM public keys, each with every capability,
+        or (PEM, capabilities) pairs), and the scheduler's own key (read, write, run).
+
         Raises ConfigError for a bad config; ValueError for a bad host count, placement,
-        on_node_loss or an unknown satellite in `satellites`; PlacementError when placement
-        "node" finds no alive node labelled for a satellite (nothing is started then)."""
+        on_node_loss, an unknown satellite in `satellites` or a bad operator key; PlacementError
+        when placement "node" finds no alive node labelled for a satellite (nothing is started
+        then)."""
         started = time.perf_counter()
         if on_node_loss not in ("reboot", "report"):
             raise ValueError(f"on_node_loss must be 'reboot' or 'report', got {on_node_loss!r}")
@@ -85,6 +136,9 @@ class ConstellationRun:
         if unknown:
             raise ValueError(f"no satellite {', '.join(unknown)} in {constellation.spec.name}")
         host_groups(ids, placement, hosts, {s: '' for s in ids})  # bad host counts before Ray starts
+        operator = OperatorSigner(operator_key or Ed25519PrivateKey.generate())
+        scheduler_key = Ed25519PrivateKey.generate()
+        operators = operator_entries(operator.private_key, scheduler_key, operator_keys_pem)
         plan = World(constellation, hours).contact_plan
         if len(ids) < len(all_ids):
             plan = restrict_plan(plan, set(ids), set(all_ids))
@@ -105,11 +159,12 @@ class ConstellationRun:
         anchor = time.time() + 2.0  # sim time starts at the epoch a moment from now, on every host
         run = cls(str(config_path), ids, owner_of, [], started_ray, 0.0, plan, placement, names,
                   state_dir=None if state_path is None else str(state_path), owns_state_dir=owns_state_dir,
-                  on_node_loss=on_node_loss)
+                  on_node_loss=on_node_loss, operator=operator)
         for index, group in enumerate(groups):
             spec = HostSpec(str(Path(config_path).resolve()), tuple(group), speed,
                             constellation.epoch_utc_s, anchor, hours, plan_json, tuple(trusted_keys_pem),
-                            housekeeping_period_s, None if state_path is None else str(state_path), ids)
+                            housekeeping_period_s, None if state_path is None else str(state_path), ids,
+                            operators)
             run.specs[index] = spec
             options: dict[str, Any] = {}
             if placement == "node":
@@ -119,7 +174,8 @@ class ConstellationRun:
             if scheduler:
                 run.scheduler = SCHEDULER_ACTOR_CLASS.options(
                     name=SCHEDULER_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=8,
-                ).remote(str(Path(config_path).resolve()), hours, run.specs[0], owner_of, names)
+                ).remote(str(Path(config_path).resolve()), hours, run.specs[0], owner_of, names,
+                         private_pem(scheduler_key))
             ray.get([actor.boot.remote() for actor in run.actors])
             run.nodes = dict(enumerate(ray.get([actor.node_id.remote() for actor in run.actors])))
         except Exception:
@@ -136,9 +192,11 @@ class ConstellationRun:
         ).remote(self.specs[index], self.owner_of, self.names, reboot_reason)
 
     @classmethod
-    def attach(cls, address: str | None = "auto") -> "ConstellationRun":
-        """The constellation running on the cluster at `address`, found by its host actors' names.
-        Raises LookupError when none runs there."""
+    def attach(cls, address: str | None = "auto",
+               operator_key: Ed25519PrivateKey | None = None) -> "ConstellationRun":
+        """The constellation running on the cluster at `address`, found by its host actors' names;
+        its control requests signed with `operator_key` (one the satellites trust; without it,
+        every control call raises PermissionError). Raises LookupError when none runs there."""
         start_ray(address, ship_code=False)
         found = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                        if a["namespace"] == NAMESPACE and a["name"].startswith(HOST_PREFIX))
@@ -155,7 +213,8 @@ class ConstellationRun:
         nodes = {owner_of[d["satellites"][0]]: d["node_id"] for d in described}
         return cls(first["config_path"], tuple(first["members"]), owner_of, actors, False, 0.0,
                    ContactPlan.from_json(first["plan_json"]), names=names, nodes=nodes,
-                   state_dir=first["state_dir"], supervising=False)
+                   state_dir=first["state_dir"], supervising=False,
+                   operator=None if operator_key is None else OperatorSigner(operator_key))
 
     # -- node loss -------------------------------------------------------------------------------
     def check(self) -> list[dict[str, Any]]:
@@ -173,33 +232,75 @@ class ConstellationRun:
             raise LookupError(f"{satellite} is lost: its node {self.lost[index]['node_id'][:12]} is gone")
         return self.actors[index]
 
+    def _sign(self, satellite: str, op: str, args: dict[str, Any] | None,
+              via: str | None = None) -> dict[str, Any]:
+        """Raises PermissionError when this run holds no operator key."""
+        if self.operator is None:
+            raise PermissionError("this run holds no operator key: control requests cannot be signed "
+                                  "(attach with operator_key=...)")
+        return self.operator.sign(satellite, op, args or {}, via)
+
+    def control_many(self, requests: list[tuple[str, str, dict[str, Any] | None]],
+                     timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Signed control requests (satellite, op, args) through the one table, by Ray calls
+        to their hosts (one call per host); their results {ok, value | errno, error[, refused]},
+        in order. Raises KeyError, LookupError as `_actor`, PermissionError without a key,
+        GetTimeoutError and RayActorError from Ray."""
+        by_host: dict[int, list[int]] = {}
+        signed = []
+        for position, (satellite, op, args) in enumerate(requests):
+            self._actor(satellite)
+            by_host.setdefault(self.owner_of[satellite], []).append(position)
+            signed.append(self._sign(satellite, op, args))
+        refs = {index: self.actors[index].control.remote([signed[p] for p in positions])
+                for index, positions in by_host.items()}
+        results: list[dict[str, Any]] = [{}] * len(requests)
+        for index, positions in by_host.items():
+            for position, result in zip(positions, ray.get(refs[index], timeout=timeout_s)):
+                results[position] = result
+        return results
+
+    def control(self, satellite: str, op: str, args: dict[str, Any] | None = None) -> Any:
+        """Perform one control operation (`runtime.control.OPS`) on a satellite by a Ray call;
+        its value. Raises KeyError, LookupError as `_actor`, PermissionError without a key,
+        OSError with the satellite's errno and message."""
+        return result_value(self.control_many([(satellite, op, args)])[0], satellite)
+
     def deploy(self, image: bytes, to: str = "all", argv: tuple[str, ...] = ()) -> dict[str, int]:
         """Install and start an image on one satellite or all; {satellite: pid}. Raises KeyError,
-        LookupError as `_actor`, ImageError for a refused image."""
+        LookupError as `_actor`, ImageError for a refused image, OSError."""
         targets = [s for s in self.satellites if self.owner_of[s] not in self.lost] if to == "all" else [to]
-        pids = ray.get([self._actor(sat).deploy.remote(sat, image, argv) for sat in targets])
-        return dict(zip(targets, pids))
+        results = self.control_many([(sat, "deploy", {"image": image, "argv": list(argv)}) for sat in targets])
+        for sat, result in zip(targets, results):
+            if not result.get("ok") and result.get("errno") in (errno.EACCES, errno.EINVAL) and "refused" not in result:
+                # the image itself was refused (not the request)
+                raise ImageError(result["errno"], f"{sat}: {result.get('error')}")
+            result_value(result, sat)
+        return {sat: result["value"] for sat, result in zip(targets, results)}
 
     def request(self, gateway: str, targets: list[str], op: str, args: dict[str, Any] | None = None,
                 ttl_s: float = CLIENT_TTL_S) -> list[dict[str, Any]]:
-        """A control request from `gateway` to each target over the ISL network
-        (`SatelliteHost.request`), all at once; the answers in order."""
+        """A signed control request from `gateway` to each target over the ISL network
+        (`SatelliteHost.request`, port 0), all at once; the answers in order."""
         actor = self._actor(gateway)
-        return ray.get([actor.request.remote(gateway, t, op, args or {}, ttl_s) for t in targets])
+        return ray.get([actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s)
+                        for t in targets])
 
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
         return ray.get(self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s))
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per satellite; a lost satellite's row says so (state "lost")."""
+        """One row per satellite (the control op "status" of each); a lost satellite's row says
+        so (state "lost"), as does one whose host does not answer ("unavailable")."""
         self.check()
         rows: list[dict[str, Any]] = []
         for index, actor in enumerate(self.actors):
             members = [s for s, i in self.owner_of.items() if i == index]
             if index not in self.lost:
                 try:
-                    rows.extend(ray.get(actor.status.remote(), timeout=30.0))
+                    results = self.control_many([(s, "status", None) for s in members], timeout_s=30.0)
+                    rows.extend(result_value(result, s) for s, result in zip(members, results))
                     continue
                 except (GetTimeoutError, RayActorError) as exc:
                     state, note = "unavailable", f"{type(exc).__name__}"
@@ -211,10 +312,14 @@ class ConstellationRun:
         return sorted(rows, key=lambda row: order[row["id"]])
 
     def ps(self, satellite: str) -> list[dict[str, Any]]:
-        return ray.get(self._actor(satellite).ps.remote(satellite))
+        return self.control(satellite, "ps")
 
-    def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
-        return ray.get(self._actor(satellite).logs.remote(satellite, last))
+    def logs(self, satellite: str, last: int = 50, severity: str | None = None) -> list[dict[str, Any]]:
+        """The latest `last` events of a satellite, of `severity` and above when given."""
+        args: dict[str, Any] = {"last": last}
+        if severity is not None:
+            args["severity"] = severity
+        return self.control(satellite, "logs", args)
 
     def live_actors(self) -> list[Any]:
         return [a for i, a in enumerate(self.actors) if i not in self.lost]

@@ -11,7 +11,9 @@ from concurrent.futures import Future
 from typing import Any
 
 import ray
+from cryptography.hazmat.primitives import serialization
 
+from runtime.control import OperatorSigner
 from runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME
 from runtime.satellite_host import CLIENT_TTL_S, HostSpec, SatelliteHost
 from sim_hw.constellation import load_constellation
@@ -57,12 +59,15 @@ class SchedulerActor:
     hosts' control requests, reading live batteries from the hosts' status."""
 
     def __init__(self, config_path: str, hours: float, spec: HostSpec, owner_of: dict[str, int],
-                 names: dict[int, str]) -> None:
+                 names: dict[int, str], operator_pem: bytes) -> None:
+        """`operator_pem`: the scheduler's own operator key (PKCS#8 PEM), trusted by the hosts
+        with the capabilities dispatch needs (read, write, run) and no more."""
         from runtime.scheduler.state import ConstellationState
         from runtime.scheduler_service import SchedulerService
         from sim_hw.clock import WallClock
 
         self._owner_of, self._names = owner_of, dict(names)
+        self._operator = OperatorSigner(serialization.load_pem_private_key(operator_pem, password=None))
         constellation = load_constellation(config_path)
         world = World(constellation, hours, 60.0)
         state = ConstellationState(world)
@@ -75,7 +80,8 @@ class SchedulerActor:
         return ray.get_actor(self._names[self._owner_of[satellite]], namespace=NAMESPACE)
 
     def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        return ray.get(self._host(gateway).request.remote(gateway, target, op, args))
+        signed = self._operator.sign(target, op, args, via=gateway)
+        return ray.get(self._host(gateway).request.remote(gateway, target, signed))
 
     def _read_soc(self, satellites: list[str]) -> dict[str, float]:
         """The state of charge now of each satellite, from its host's status (one call per
@@ -84,18 +90,22 @@ class SchedulerActor:
         hosts = sorted({self._owner_of[s] for s in satellites if s in self._owner_of})
         calls = {}
         for index in hosts:
+            members = [s for s in satellites if self._owner_of.get(s) == index]
             try:
-                calls[index] = ray.get_actor(self._names[index], namespace=NAMESPACE).status.remote()
+                handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
             except ValueError:
                 continue
+            calls[index] = handle.control.remote([self._operator.sign(s, "status", {}) for s in members])
         wanted, soc, errors = set(satellites), {}, []
         for index, call in calls.items():
             try:
-                rows = ray.get(call, timeout=SOC_READ_TIMEOUT_S)
+                results = ray.get(call, timeout=SOC_READ_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - a host down or slow: the others still count
                 errors.append(f"{self._names[index]}: {type(exc).__name__}")
                 continue
-            soc.update({r["id"]: r["soc"] for r in rows if r.get("id") in wanted and r.get("soc") is not None})
+            rows = [r.get("value") for r in results if isinstance(r, dict) and r.get("ok")]
+            soc.update({r["id"]: r["soc"] for r in rows if isinstance(r, dict) and r.get("id") in wanted
+                        and r.get("soc") is not None})
         if not soc and hosts:
             raise OSError(errno.EHOSTUNREACH, f"no host answered: {', '.join(errors) or 'none found'}")
         return soc
@@ -187,30 +197,22 @@ class SatelliteHostActor:
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         return self.host.deliver(satellite, port, message, sender)
 
-    def deploy(self, satellite: str, image: bytes, argv: tuple[str, ...] = ()) -> int:
-        return self.host.deploy(satellite, image, argv)
+    @ray.method(concurrency_group="control")
+    def control(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Signed control requests (`runtime.control`) for satellites of this host, each
+        performed through the control table; their results in order, never an exception."""
+        return [self.host.control(request) for request in requests]
 
     @ray.method(concurrency_group="client")
-    def request(self, gateway: str, target: str, op: str, args: dict[str, Any] | None = None,
+    def request(self, gateway: str, target: str, control: dict[str, Any],
                 ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        return self.host.request(gateway, target, op, args, ttl_s)
+        """A signed control request carried from `gateway` to `target` over the ISL network."""
+        return self.host.request(gateway, target, control, ttl_s)
 
     @ray.method(concurrency_group="client")
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
         return self.host.send_from(gateway, target, port, message, ttl_s)
-
-    @ray.method(concurrency_group="control")
-    def status(self) -> list[dict[str, Any]]:
-        return self.host.status()
-
-    @ray.method(concurrency_group="control")
-    def ps(self, satellite: str) -> list[dict[str, Any]]:
-        return self.host.ps(satellite)
-
-    @ray.method(concurrency_group="control")
-    def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
-        return self.host.logs(satellite, last)
 
     @ray.method(concurrency_group="control")
     def network_counters(self) -> dict[str, int]:

@@ -37,10 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from runtime.replay_window import REPLAY_WINDOW, ReplayWindow
+
 _HEADER = struct.Struct(">16s16sIQ16s16sQH")  # link from, to, session, sequence; origin, destination, id, port
 HEADER_BYTES = _HEADER.size
 TAG_BYTES = 16
-REPLAY_WINDOW = 64
 
 
 class FrameRejected(ValueError):
@@ -125,8 +126,7 @@ class LinkSession:
         self.session_id = session_id
         self._aead = AESGCM(key)
         self._next_sequence = 0
-        self._highest_seen = -1
-        self._seen_bits = 0  # bit k: sequence highest_seen - k has been seen
+        self._window = ReplayWindow(size=REPLAY_WINDOW)
         self._lock = threading.Lock()
 
     def seal(self, payload: bytes, binding: MessageBinding) -> SealedFrame:
@@ -172,16 +172,11 @@ class LinkSession:
         except ValueError as exc:  # authentic yet malformed: only a faulty sender seals this
             raise FrameRejected("tampered", f"frame {sequence} on {self.source}->{self.target}: {exc}") from None
         with self._lock:
-            behind = self._highest_seen - sequence
-            if behind >= REPLAY_WINDOW or (behind >= 0 and self._seen_bits >> behind & 1):
+            if self._window.verdict(sequence) is not None:
                 raise FrameRejected("replayed", f"frame {sequence} on {self.source}->{self.target} "
                                                 f"already seen or older than the replay window "
-                                                f"(highest {self._highest_seen})")
-            if behind < 0:
-                self._seen_bits = (self._seen_bits << -behind | 1) & ((1 << REPLAY_WINDOW) - 1)
-                self._highest_seen = sequence
-            else:
-                self._seen_bits |= 1 << behind
+                                                f"(highest {self._window.highest})")
+            self._window.accept(sequence)
         return OpenedFrame(sequence, binding, payload)
 
 

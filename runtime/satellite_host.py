@@ -15,12 +15,14 @@ With a `state_dir`, each satellite's storage is a block file there (`<state_dir>
 fsync'd): a host started again on the same spec reboots its kernels from their file systems,
 with the apps installed by `deploy` (`Kernel.install`) started again.
 
-One for all: `request(gateway, target, op, args)` carries a control request from the gateway
-satellite to the target over the ISL network (port 0, which apps cannot bind), the target's host
-performs it and the reply travels back the same way, each leg with the contact plan's latency.
-What is out of reach says when a request sent now would arrive.
+Control: every operation on a satellite is a signed request performed through the one table of
+`runtime.control` (`control_table`), whether it arrives by a Ray call (`control(request)`) or
+over the ISL network. One for all: `request(gateway, target, signed_request)` carries it from
+the gateway satellite to the target (port 0, which apps cannot bind or send to), the target's
+host performs it and the reply travels back the same way, each leg with the contact plan's
+latency. What is out of reach says when a request sent now would arrive.
 
-Errors: KeyError naming a satellite not hosted here; ImageError and OSError from deploy.
+Errors: KeyError naming a satellite not hosted here; control results carry errno and message.
 """
 from __future__ import annotations
 
@@ -36,8 +38,11 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
 
-from kernel.image import Keyring
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from kernel.image import ALL_GRANTS, Grants, Keyring, key_id, operator_grants
 from kernel.kernel import Kernel, KernelConfig
+from runtime.control import ControlTable
 from runtime.isl_network import IslNetwork
 from sim_hw.clock import WallClock
 from sim_hw.constellation import load_constellation
@@ -49,7 +54,6 @@ from sim_hw.wire import encode
 RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
-CONTROL_OPS = ("status", "ps", "logs", "deploy", "run", "read", "write", "listdir")
 ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
 
 
@@ -68,6 +72,37 @@ class HostSpec:
     housekeeping_period_s: float = 10.0
     state_dir: str | None = None
     members: tuple[str, ...] = ()  # every satellite of the run; () for all of the config's
+    # operator keys (PEM) each with the control capabilities it may use (runtime.control)
+    operator_keys: tuple[tuple[bytes, tuple[str, ...]], ...] = ()
+
+
+def host_keyring(spec: HostSpec) -> Keyring:
+    """The keyring of a host's kernels: the trusted image signers, and the operator keys with
+    their control capabilities (an operator key signs no image unless it is a signer too).
+    Raises ValueError for a key that is not an Ed25519 PEM public key or an unknown capability."""
+    keys = [serialization.load_pem_public_key(pem) for pem in spec.trusted_keys_pem]
+    grants: dict[str, Grants] = {}
+    signers = {key_id(k) for k in keys if isinstance(k, Ed25519PublicKey)}
+    for pem, capabilities in spec.operator_keys:
+        key = serialization.load_pem_public_key(pem)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("an operator key must be an Ed25519 public key (PEM)")
+        keys.append(key)
+        grants[key_id(key)] = operator_grants(tuple(capabilities), ALL_GRANTS if key_id(key) in signers else None)
+    return Keyring(keys, grants)
+
+
+@dataclass(frozen=True)
+class _SatelliteTarget:
+    kernel: Kernel
+    row: Callable[[], dict[str, Any]]
+    start_once: Callable[[bytes, tuple[str, ...]], int]
+
+    def status_row(self) -> dict[str, Any]:
+        return self.row()
+
+    def run_once(self, image: bytes, argv: tuple[str, ...]) -> int:
+        return self.start_once(image, argv)
 
 
 class SatelliteHost:
@@ -77,7 +112,7 @@ class SatelliteHost:
         self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
         self.clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
-        keyring = Keyring([serialization.load_pem_public_key(pem) for pem in spec.trusted_keys_pem])
+        keyring = host_keyring(spec)
         self.network = IslNetwork(ContactPlan.from_json(spec.plan_json), self.clock)
         start, end = spec.start_utc_s, spec.start_utc_s + spec.hours * 3600.0
         faults = constellation.fault_schedule(start, end)
@@ -115,6 +150,13 @@ class SatelliteHost:
         self._host_tag = uuid.uuid4().hex[:8]
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
         self._links_cache: tuple[float, dict[str, int]] = (float("nan"), {})
+        self.control_table = ControlTable(keyring, self._target)
+        for satellite, kernel in self.kernels.items():
+            kernel.housekeeping_sections["control"] = self.control_table.counters_of(satellite).snapshot
+
+    def _target(self, satellite: str) -> "_SatelliteTarget":
+        return _SatelliteTarget(self.kernel(satellite), lambda: self.status_row(satellite),
+                                lambda image, argv: self.run_once(satellite, image, argv))
 
     def kernel(self, satellite: str) -> Kernel:
         """Raises KeyError naming a satellite this host does not hold."""
@@ -172,76 +214,53 @@ class SatelliteHost:
     def _answer(self, satellite: str, request: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"kind": "reply", "id": request.get("id"),
                                  "received_utc_s": self.clock.now()}
-        try:
-            reply.update(ok=True, value=self.perform(satellite, request.get("op"), request.get("args") or {}))
-        except OSError as exc:
-            reply.update(ok=False, errno=exc.errno, error=str(exc.strerror or exc))
-        except (KeyError, TypeError, ValueError) as exc:
-            reply.update(ok=False, errno=errno.EINVAL, error=f"bad arguments: {exc}")
-        except Exception as exc:  # a fault on the far side is an answer, never a silent loss
-            reply.update(ok=False, errno=errno.EIO, error=f"{type(exc).__name__}: {exc}")
+        reply_to = request.get("reply_to")
+        reply.update(self.control_table.execute(satellite, request.get("control"),
+                                                via=reply_to if isinstance(reply_to, str) else "?"))
+        if not isinstance(reply_to, str):
+            return  # nowhere to answer (counted by the table all the same)
         try:
             self.network.send(satellite, request["reply_to"], CONTROL_PORT, reply, satellite,
                               ttl_s=request.get("ttl_s", CLIENT_TTL_S))
-        except OSError:  # no way back within the time to live: the gateway's wait ends unanswered
-            pass
+        except (OSError, TypeError, ValueError):  # no way back within the time to live (or a bad
+            pass  # one): the gateway's wait ends unanswered
 
-    def perform(self, satellite: str, op: Any, args: dict[str, Any]) -> Any:
-        """One control operation on a satellite of this host. Raises OSError(EINVAL) for an
-        unknown operation or bad arguments, ENODEV without a file system, and what the kernel
-        raises (ENOENT, EACCES for a refused image, ...)."""
-        kernel = self.kernel(satellite)
-        if op == "status":
-            return self._status_row(satellite, kernel)
-        if op == "ps":
-            return kernel.ps()
-        if op == "logs":
-            return [e.to_dict() for e in kernel.events.events()[-int(args.get("last", 50)):]]
-        if op == "deploy":
-            return kernel.install(args["image"], tuple(args.get("argv", ())))
-        if op == "run":
-            return self.run_once(satellite, args.get("image"), args.get("argv", []))
-        if op in ("read", "write", "listdir"):
-            if kernel.fs is None:
-                raise OSError(errno.ENODEV, f"{satellite} has no file system")
-            if not isinstance(args.get("path"), str):
-                raise OSError(errno.EINVAL, f"{op} needs a path, got {args.get('path')!r}")
-            if op == "write":
-                if not isinstance(args.get("data"), bytes):
-                    raise OSError(errno.EINVAL, "write needs data (bytes)")
-                parent = args["path"].rsplit("/", 1)[0] or "/"
-                kernel.fs.mkdir(parent, "runtime", parents=True)
-                kernel.fs.write_file(args["path"], args["data"], "runtime", None)
-                return len(args["data"])
-            return kernel.fs.read_file(args["path"]) if op == "read" else kernel.fs.listdir(args["path"])
-        raise OSError(errno.EINVAL, f"unknown control operation {op!r}; known: {', '.join(CONTROL_OPS)}")
+    def control(self, request: Any) -> dict[str, Any]:
+        """One signed control request (`runtime.control`) for a satellite of this host, arriving
+        by a Ray call: authenticated, checked and performed through the control table.
+        {ok, value | errno, error[, refused]}; never raises."""
+        satellite = request.get("satellite") if isinstance(request, dict) else None
+        if not isinstance(satellite, str) or satellite not in self.kernels:
+            return {"ok": False, "errno": errno.ENOENT, "refused": "wrong_satellite",
+                    "error": f"satellite {satellite!r} is not hosted here"}
+        return self.control_table.execute(satellite, request)
+
+    def status_row(self, satellite: str) -> dict[str, Any]:
+        """Raises KeyError naming a satellite this host does not hold."""
+        return self._status_row(satellite, self.kernel(satellite))
 
     def _out_of_reach(self, gateway: str, target: str, size_bytes: int, reason: str) -> dict[str, Any]:
         route = self.network.router.earliest_arrival(gateway, target, self.clock.now(), size_bytes)
         return {"ok": False, "reachable": False, "satellite": target, "via": gateway, "error": reason,
                 "next_reachable_utc_s": None if route is None else route.arrival_utc_s}
 
-    def request(self, gateway: str, target: str, op: str, args: dict[str, Any] | None = None,
+    def request(self, gateway: str, target: str, control: dict[str, Any],
                 ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        """Perform `op` on `target`, reaching it from `gateway` (a satellite of this host) over
-        the ISL network and back. Returns {ok, value | errno and error, route, reply_route,
-        round_trip_s, ...}; out of reach: {ok: False, reachable: False, next_reachable_utc_s}.
-        Raises KeyError when the gateway is not hosted here or the target is not a satellite."""
+        """Carry a signed control request (`runtime.control.OperatorSigner.sign`, for `target`,
+        via `gateway`) from `gateway` (a satellite of this host) to `target` over the ISL network, where the
+        control table performs it, and its reply back. Returns {ok, value | errno and error
+        [, refused], route, round_trip_s, ...}; out of reach: {ok: False, reachable: False,
+        next_reachable_utc_s}. Raises KeyError when the gateway is not hosted here or the target
+        is not a satellite."""
         self.kernel(gateway)
         if not self.network.has_endpoint(target):
             raise KeyError(f"no satellite {target!r} in this constellation")
-        args = args or {}
         sent = self.clock.now()
         if target == gateway:
-            try:
-                value = self.perform(target, op, args)
-                return {"ok": True, "value": value, "satellite": target, "via": gateway, "route": [gateway],
-                        "round_trip_s": 0.0}
-            except OSError as exc:
-                return {"ok": False, "errno": exc.errno, "error": exc.strerror or str(exc),
-                        "satellite": target, "via": gateway}
+            result = self.control_table.execute(target, control, via=gateway)
+            return dict(result, satellite=target, via=gateway, route=[gateway], round_trip_s=0.0)
         request_id = f"{self._host_tag}-{next(self._request_ids)}"
-        message = {"kind": "request", "id": request_id, "op": op, "args": args, "reply_to": gateway,
+        message = {"kind": "request", "id": request_id, "control": control, "reply_to": gateway,
                    "ttl_s": ttl_s}
         done = threading.Event()
         answers: list[dict[str, Any]] = []
@@ -263,7 +282,7 @@ class SatelliteHost:
             with self._pending_lock:
                 self._pending.pop(request_id, None)
         reply = answers[0]
-        result = {key: reply[key] for key in ("ok", "value", "errno", "error") if key in reply}
+        result = {key: reply[key] for key in ("ok", "value", "errno", "error", "refused") if key in reply}
         result.update(satellite=target, via=gateway, route=list(receipt.route),
                       request_latency_s=receipt.latency_s, round_trip_s=self.clock.now() - sent)
         return result
@@ -284,7 +303,7 @@ class SatelliteHost:
         return {"ok": True, "satellite": target, "via": gateway, "route": list(receipt.route),
                 "latency_s": receipt.latency_s, "arrival_utc_s": receipt.arrival_utc_s}
 
-    # -- control from the runtime ---------------------------------------------------------------
+    # -- tasks started once (control op "run") ----------------------------------------------
     def run_once(self, satellite: str, image: Any, argv: Any = ()) -> int:
         """Start an image once (spawned, not installed: it does not start again at boot); its end
         is forwarded to the scheduler (`scheduler.task_ended`). Raises OSError(EINVAL) for an
@@ -327,13 +346,7 @@ class SatelliteHost:
         except RuntimeError:  # the host is shutting down: no one is left to tell
             pass
 
-    def deploy(self, satellite: str, image: bytes, argv: tuple[str, ...] = ()) -> int:
-        """Install and start an image (kept across reboots when the satellite has a file system)."""
-        kernel = self.kernel(satellite)
-        if kernel.fs is None:
-            return kernel.spawn(image, argv)
-        return kernel.install(image, argv)
-
+    # -- what the control table and the runtime read ------------------------------------------
     def _links_up(self) -> dict[str, int]:
         now = self.clock.now()
         if self._links_cache[0] != now:
@@ -350,15 +363,6 @@ class SatelliteHost:
                 "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
                 "links_up": self._links_up().get(satellite, 0), "apps": len(kernel.live()),
                 "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"]}
-
-    def status(self) -> list[dict[str, Any]]:
-        return [self._status_row(satellite, kernel) for satellite, kernel in self.kernels.items()]
-
-    def ps(self, satellite: str) -> list[dict[str, Any]]:
-        return self.kernel(satellite).ps()
-
-    def logs(self, satellite: str, last: int = 50) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.kernel(satellite).events.events()[-last:]]
 
     def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
         """Events of each satellite with a sequence number above since[satellite] (0: all)."""

@@ -45,6 +45,10 @@ def test_up_status_deploy_ps_logs_connect_down(tmp_path):
         rows = json.loads(status.stdout)
         assert [r["id"] for r in rows] == [f"TB{i:02d}" for i in range(1, 13)]
         assert all(r["state"] == "running" for r in rows)
+        # control requests are signed with the operator key `up` wrote (owner-only) and recorded
+        operator = tmp_path / "home" / "operator.key"
+        assert operator.stat().st_mode & 0o777 == 0o600
+        assert json.loads((tmp_path / "home" / "session.json").read_text())["operator_key"] == str(operator)
         table = orbitos(env, "status").stdout
         assert table.splitlines()[0].split() == ["satellite", "state", "SoC", "shadow", "links", "apps", "alerts"]
 
@@ -58,6 +62,10 @@ def test_up_status_deploy_ps_logs_connect_down(tmp_path):
         assert "HELLO" in orbitos(env, "logs", "TB05").stdout
         unknown = orbitos(env, "ps", "XX99")
         assert unknown.returncode == 2 and "XX99" in unknown.stderr
+        operator.rename(operator.with_suffix(".moved"))  # without the key, no control at all
+        keyless = orbitos(env, "status")
+        assert keyless.returncode == 2 and "no operator key" in keyless.stderr, keyless.stderr
+        operator.with_suffix(".moved").rename(operator)
 
         shell = orbitos(env, "connect", "TB01", "-c", "status TB07", "-c", "cat TB05 /images/hello.img",
                         "-c", "cat TB05 /nope", "-c", "send TB03 5000 hi")

@@ -11,6 +11,10 @@ from cryptography.hazmat.primitives import serialization
 
 import pytest
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kernel.image import OPERATE_CAPABILITIES
+from runtime.control import OperatorSigner
 from runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
 from sim_hw.constellation import load_constellation
 from sim_hw.world import World
@@ -18,6 +22,20 @@ from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
+OPERATOR = OperatorSigner(Ed25519PrivateKey.generate())
+OPERATOR_PEM = OPERATOR.private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def control(host, satellite, op, args=None):
+    """One signed control request performed on `host` by a direct call; its value."""
+    result = host.control(OPERATOR.sign(satellite, op, args))
+    assert result["ok"], result
+    return result["value"]
+
+
+def status(host):
+    return [control(host, satellite, "status") for satellite in host.kernels]
 
 
 def test_two_hosts_run_apps_and_pass_messages():
@@ -39,13 +57,13 @@ def main(sys, argv):
     sys.send("TB08", 5000, "across hosts")
 """)
         got = hosts["b"].kernel("TB08").bus.subscribe("got", 4, lambda: None)
-        hosts["b"].deploy("TB08", receiver)
-        hosts["a"].deploy("TB06", sender)
+        control(hosts["b"], "TB08", "deploy", {"image": receiver})
+        control(hosts["a"], "TB06", "deploy", {"image": sender})
         deadline = time.monotonic() + 20.0
         while not got.queue and time.monotonic() < deadline:
             time.sleep(0.05)
         assert hosts["b"].kernel("TB08").bus.take(got)["data"] == "across hosts"
-        rows = hosts["a"].status() + hosts["b"].status()
+        rows = status(hosts["a"]) + status(hosts["b"])
         assert [r["id"] for r in rows] == list(ids) and all(r["state"] == "running" for r in rows)
         assert all(0.0 < r["soc"] <= 1.0 for r in rows)
         assert hosts["a"].network_counters()["delivered"] >= 1
@@ -71,7 +89,8 @@ def _pair(signer, state_dir=None, speed=600.0):
 
     for name, members in (("a", ids[:6]), ("b", ids[6:])):
         spec = HostSpec(str(CONFIG), tuple(members), speed, constellation.epoch_utc_s, anchor, 1.0,
-                        plan.to_json(), (public,), 60.0, state_dir)
+                        plan.to_json(), (public,), 60.0, state_dir,
+                        operator_keys=((OPERATOR_PEM, OPERATE_CAPABILITIES),))
         hosts[name] = SatelliteHost(spec, remote)
     return hosts, plan
 
@@ -84,7 +103,11 @@ def test_control_requests_cross_the_isl_network_and_back():
             host.boot()
         time.sleep(0.2)  # past the 15 s of link acquisition at 600x
         a = hosts["a"]
-        status = a.request("TB01", "TB09", "status")
+
+        def request(gateway, target, op, args=None, **kwargs):
+            return a.request(gateway, target, OPERATOR.sign(target, op, args, via=gateway), **kwargs)
+
+        status = request("TB01", "TB09", "status")
         assert status["ok"] and status["value"]["id"] == "TB09" and status["value"]["state"] == "running"
         # the ring's shortest way from TB01 to TB09 runs backwards: TB12, TB11, TB10, TB09
         assert status["route"] == ["TB01", "TB12", "TB11", "TB10", "TB09"]
@@ -94,25 +117,25 @@ def test_control_requests_cross_the_isl_network_and_back():
         assert first_leg <= status["request_latency_s"] < first_leg + 0.05
         assert status["round_trip_s"] >= 2 * first_leg
 
-        pid = a.request("TB01", "TB09", "deploy", {"image": signer.example("hello"), "argv": ["far"]})["value"]
+        pid = request("TB01", "TB09", "deploy", {"image": signer.example("hello"), "argv": ["far"]})["value"]
         assert isinstance(pid, int)
-        assert "hello.img" in a.request("TB01", "TB09", "listdir", {"path": "/images"})["value"]
-        image = a.request("TB01", "TB09", "read", {"path": "/images/hello.img"})["value"]
+        assert "hello.img" in request("TB01", "TB09", "listdir", {"path": "/images"})["value"]
+        image = request("TB01", "TB09", "read", {"path": "/images/hello.img"})["value"]
         assert image == signer.example("hello")
 
-        missing = a.request("TB01", "TB09", "read", {"path": "/nope"})
+        missing = request("TB01", "TB09", "read", {"path": "/nope"})
         assert not missing["ok"] and missing["errno"] == errno.ENOENT and "/nope" in missing["error"]
-        refused = a.request("TB01", "TB09", "deploy", {"image": b"not an image"})
+        refused = request("TB01", "TB09", "deploy", {"image": b"not an image"})
         assert not refused["ok"] and refused["errno"] in (errno.EACCES, errno.EINVAL)
-        unknown = a.request("TB01", "TB09", "reboot")
+        unknown = request("TB01", "TB09", "reboot")
         assert not unknown["ok"] and "unknown control operation 'reboot'" in unknown["error"]
         with pytest.raises(KeyError, match="XX"):
-            a.request("TB01", "XX", "status")
+            request("TB01", "XX", "status")
         with pytest.raises(KeyError, match="TB09"):
-            a.request("TB09", "TB01", "status")  # a gateway must be a satellite of this host
+            request("TB09", "TB01", "status")  # a gateway must be a satellite of this host
 
         # out of reach: a time to live shorter than any light time; it says when it would arrive
-        far = a.request("TB01", "TB07", "status", ttl_s=0.001)
+        far = request("TB01", "TB07", "status", ttl_s=0.001)
         assert far["ok"] is False and far["reachable"] is False
         assert far["next_reachable_utc_s"] > a.clock.now() - 1.0
 
@@ -140,9 +163,10 @@ def main(sys, argv):
     hosts, _ = _pair(signer, state_dir=state)
     try:
         hosts["a"].boot()
-        hosts["a"].deploy("TB03", writer)
+        control(hosts["a"], "TB03", "deploy", {"image": writer})
         deadline = time.monotonic() + 10
-        while not any(e["event_id"] == "WROTE" for e in hosts["a"].logs("TB03")) and time.monotonic() < deadline:
+        while not any(e["event_id"] == "WROTE" for e in control(hosts["a"], "TB03", "logs")) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         for host in hosts.values():
@@ -151,7 +175,7 @@ def main(sys, argv):
     try:
         again["a"].boot("the host process died")
         kernel = again["a"].kernel("TB03")
-        events = [e["event_id"] for e in again["a"].logs("TB03", 100)]
+        events = [e["event_id"] for e in control(again["a"], "TB03", "logs", {"last": 100})]
         assert "REBOOTED" in events and "FS_FORMATTED" not in events
         assert kernel.fs.read_file("/data/kept.txt") == b"acknowledged"
         assert [p["name"] for p in kernel.ps() if p["state"] != "exited"] == ["writer"]

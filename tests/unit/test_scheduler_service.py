@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from runtime.control import OperatorSigner
 from runtime.satellite_host import HostSpec, SatelliteHost
 from runtime.scheduler.state import ConstellationState
 from runtime.scheduler_service import SchedulerService
@@ -23,6 +25,9 @@ from tests.unit.kernel.harness import Signer
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
 SPEED = 600.0
+OPERATOR = OperatorSigner(Ed25519PrivateKey.generate())  # the scheduler's operator key
+OPERATOR_PEM = OPERATOR.private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
 HOURS = 3.0
 
 QUICK = """
@@ -67,7 +72,8 @@ class Constellation:
         self.hosts = []
         for members in (ids[:6], ids[6:]):
             spec = HostSpec(str(CONFIG), tuple(members), SPEED, constellation.epoch_utc_s, anchor, HOURS,
-                            world.contact_plan.to_json(), (public,), 600.0)
+                            world.contact_plan.to_json(), (public,), 600.0,
+                            operator_keys=((OPERATOR_PEM, ("observe", "read", "write", "run")),))
             self.hosts.append(SatelliteHost(spec, self.remote, self.relay))
         for host in self.hosts:
             host.boot()
@@ -77,7 +83,7 @@ class Constellation:
             self.calls.append((gateway, target, op))
             if request_filter is not None:
                 request_filter(gateway, target, op)
-            return self.host(gateway).request(gateway, target, op, args)
+            return self.host(gateway).request(gateway, target, OPERATOR.sign(target, op, args, via=gateway))
         reader = self.read_soc if read_soc == "hosts" else read_soc
         self.service = SchedulerService(ConstellationState(world), request, clock or self.hosts[0].clock,
                                         (public,), read_soc=reader)
@@ -91,7 +97,7 @@ class Constellation:
             raise OSError(errno.ECONNREFUSED, "refused")
 
     def read_soc(self, satellites):
-        return {row["id"]: row["soc"] for host in self.hosts for row in host.status() if row["id"] in satellites}
+        return {s: host.status_row(s)["soc"] for host in self.hosts for s in host.kernels if s in satellites}
 
     def task(self, name):
         return next(t for t in self.service.tasks() if t["task"] == name)
