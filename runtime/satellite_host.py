@@ -292,7 +292,8 @@ class SatelliteHost:
         return {"id": satellite, "state": kernel.state, "soc": power.get("soc"),
                 "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
                 "links_up": self._links_up().get(satellite, 0), "apps": len(kernel.live()),
-                "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"]}
+                "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"],
+                "incarnation": kernel.incarnation}
 
     def status(self) -> list[dict[str, Any]]:
         return [self._status_row(satellite, kernel) for satellite, kernel in self.kernels.items()]

@@ -1,0 +1,248 @@
+"""Fencing on real block files: each open takes the lease (epoch + 1 in both header copies);
+a transport whose lease was taken has every write refused (ESTALE, naming the new incarnation,
+nothing written) and its kernel halts (FENCED); acknowledged writes of the new incarnation
+survive. Real files, real processes, kill -9."""
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes, parse_header
+from drivers.storage import StorageDriver
+from kernel.fs import FileSystem
+from sim_hw.clock import VirtualClock
+from tests.unit.kernel.harness import Signer
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = 512
+BLOCKS = 1025 + 64
+
+
+def driver_on(path, holder):
+    driver = StorageDriver("storage0", NativeStorageTransport(path, BLOCK, BLOCKS, holder=holder), VirtualClock(0.0))
+    driver.probe()
+    return driver.open()
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def headers(path):
+    raw = Path(path).read_bytes()
+    return parse_header(raw[:HEADER_BYTES]), parse_header(raw[file_bytes(BLOCK, BLOCKS) - HEADER_BYTES:])
+
+
+def test_each_open_takes_the_lease_in_both_header_copies(tmp_path):
+    image = tmp_path / "sat.img"
+    for epoch in (1, 2, 3):
+        transport = NativeStorageTransport(image, BLOCK, BLOCKS, holder=f"host-{epoch}")
+        assert transport.epoch == epoch
+        assert headers(image) == ((BLOCK, BLOCKS, epoch, f"host-{epoch}"),) * 2
+        assert transport.lease() == {"epoch": epoch, "current": epoch, "holder": f"host-{epoch}", "fenced": False}
+        transport.close()
+
+
+def test_the_second_opener_fences_the_first_and_keeps_its_acknowledged_data(tmp_path):
+    image = tmp_path / "sat.img"
+    old = driver_on(image, "old host")
+    old_fs = FileSystem(old, lambda: 0.0)
+    old_fs.mount()
+    old_fs.write_file("/before", b"written under lease 1", "app", None)
+    notified = []
+    old.on_fenced = notified.append
+    new = driver_on(image, "new host")
+    new_fs = FileSystem(new, lambda: 0.0)
+    new_fs.mount()
+    acknowledged = {f"/new{i}": bytes([i]) * (700 * i + 1) for i in range(5)}
+    for path, data in acknowledged.items():
+        new_fs.write_file(path, data, "app", None)
+    before = digest(image)
+    for attempt in range(3):  # the file system above retries nothing: each write is refused at once
+        with pytest.raises(OSError) as refused:
+            old_fs.write_file("/before", b"split brain", "app", None)
+        assert refused.value.errno == errno.ESTALE
+        assert "incarnation 2 (new host)" in str(refused.value) and "nothing written" in str(refused.value)
+    with pytest.raises(OSError) as raw:
+        old.write_block(BLOCKS - 1, bytes(BLOCK))  # a block the file system does not use yet
+    assert raw.value.errno == errno.ESTALE
+    assert digest(image) == before
+    assert len(notified) == 1 and notified[0].errno == errno.ESTALE
+    assert old.lease()["fenced"] and old.lease()["current"] == 2
+    new.transport.close()
+    old.transport.close()
+    third = driver_on(image, "checker")
+    fs = FileSystem(third, lambda: 0.0)
+    fs.mount()
+    assert {path: fs.read_file(path) for path in acknowledged} == acknowledged
+    assert fs.read_file("/before") == b"written under lease 1"
+    assert third.transport.epoch == 3
+    third.transport.close()
+
+
+def test_a_bit_flip_injection_is_a_write_and_is_fenced_too(tmp_path):
+    image = tmp_path / "sat.img"
+    old = driver_on(image, "old")
+    new = driver_on(image, "new")
+    before = digest(image)
+    with pytest.raises(OSError) as refused:
+        old.ioctl("inject_bit_flip", block=3, bit=5)
+    assert refused.value.errno == errno.ESTALE and digest(image) == before
+    new.ioctl("inject_bit_flip", block=3, bit=5)
+    assert digest(image) != before
+    old.transport.close()
+    new.transport.close()
+
+
+def test_a_file_of_the_format_before_leases_is_upgraded_at_epoch_1(tmp_path):
+    import struct
+
+    import crc32c
+    image = tmp_path / "v2.img"
+    body = struct.pack(">20sII", b"ORBITOS-BLOCKFILE-2\n", BLOCK, BLOCKS)
+    header = (body + struct.pack(">I", crc32c.crc32c(body))).ljust(HEADER_BYTES, b"\0")
+    image.write_bytes(header + bytes(file_bytes(BLOCK, BLOCKS) - 2 * HEADER_BYTES) + header)
+    transport = NativeStorageTransport(image, BLOCK, BLOCKS, holder="upgrader")
+    assert transport.epoch == 1 and headers(image) == ((BLOCK, BLOCKS, 1, "upgrader"),) * 2
+    transport.close()
+
+
+def test_a_lease_taker_waits_for_a_write_in_flight_and_gives_up_with_ebusy(tmp_path):
+    """A write holds the shared header lock between its lease check and its pwrite: a taker
+    cannot slip in between. Held for longer than the taker's wait (a stopped process), the
+    lease is not taken and nothing is written."""
+    import fcntl
+    image = tmp_path / "sat.img"
+    old = NativeStorageTransport(image, BLOCK, BLOCKS, holder="old")
+    old._header_lock(fcntl.F_RDLCK)  # as a write between its check and its pwrite
+    before = digest(image)
+    started = time.monotonic()
+    with pytest.raises(OSError) as busy:
+        NativeStorageTransport(image, BLOCK, BLOCKS, holder="new", lease_wait_s=0.3)
+    assert busy.value.errno == errno.EBUSY and "lease not taken" in str(busy.value)
+    assert 0.3 <= time.monotonic() - started < 2.0 and digest(image) == before
+    old._header_lock(fcntl.F_UNLCK)
+    new = NativeStorageTransport(image, BLOCK, BLOCKS, holder="new", lease_wait_s=0.3)
+    assert new.epoch == 2
+    old.close()
+    new.close()
+
+
+WRITER = """
+import errno, sys
+from drivers.native import NativeStorageTransport
+from drivers.storage import StorageDriver
+from kernel.fs import FileSystem
+from sim_hw.clock import VirtualClock
+driver = StorageDriver("storage0", NativeStorageTransport(sys.argv[1], 512, 1089, holder="child"), VirtualClock(0.0))
+driver.probe()
+driver.open()
+fs = FileSystem(driver, lambda: 0.0)
+fs.mount()
+print("EPOCH", driver.transport.epoch, flush=True)
+i = 0
+while True:
+    try:
+        fs.write_file(f"/f{i % 5}", f"child write {i}".encode() * 20, "app", None)
+    except OSError as exc:
+        if exc.errno != errno.ESTALE:
+            raise
+        print("REFUSED", i, exc, flush=True)
+        i += 1
+        continue
+    print("ACK", i, flush=True)
+    i += 1
+"""
+
+
+def start_writer(image):
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(image)], cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    first = child.stdout.readline().split()
+    assert first[0] == "EPOCH", first
+    return child, int(first[1])
+
+
+def read_until(child, predicate, limit=200_000):
+    lines = []
+    for _ in range(limit):
+        line = child.stdout.readline()
+        if not line:
+            break
+        lines.append(line.split(maxsplit=2))
+        if predicate(lines[-1]):
+            break
+    return lines
+
+
+def last_acknowledged(lines):
+    last = {}
+    for words in lines:
+        if words[0] == "ACK":
+            i = int(words[1])
+            last[f"/f{i % 5}"] = f"child write {i}".encode() * 20
+    return last
+
+
+def test_a_writer_killed_mid_run_leaves_a_file_the_next_incarnation_opens_at_epoch_plus_one(tmp_path):
+    image = tmp_path / "sat.img"
+    for round_ in range(3):
+        child, epoch = start_writer(image)
+        assert epoch == 2 * round_ + 1
+        lines = read_until(child, lambda w: w[0] == "ACK" and int(w[1]) >= 20 + 7 * round_)
+        os.kill(child.pid, signal.SIGKILL)
+        lines += [line.split(maxsplit=2) for line in child.stdout.read().splitlines()]
+        child.wait()
+        acknowledged = last_acknowledged(lines)
+        driver = driver_on(image, "checker")
+        assert driver.transport.epoch == epoch + 1
+        fs = FileSystem(driver, lambda: 0.0)
+        fs.mount()
+        for path, data in acknowledged.items():
+            assert fs.read_file(path) == data, path
+        driver.transport.close()
+
+
+def test_a_running_writer_process_is_fenced_by_a_new_incarnation(tmp_path):
+    """A child process writes in a loop; the test process takes the lease and writes its own
+    acknowledged data while the child still runs; every later write of the child is refused,
+    the file does not change under it, and both sides' acknowledged data is there."""
+    image = tmp_path / "sat.img"
+    child, epoch = start_writer(image)
+    try:
+        lines = read_until(child, lambda w: w[0] == "ACK" and int(w[1]) >= 30)
+        new = driver_on(image, "new incarnation")
+        assert new.transport.epoch == epoch + 1
+        fs = FileSystem(new, lambda: 0.0)
+        fs.mount()
+        mine = {f"/mine{i}": os.urandom(300 * i + 5) for i in range(4)}
+        for path, data in mine.items():
+            fs.write_file(path, data, "app", None)
+        lines += read_until(child, lambda w: w[0] == "REFUSED" and int(w[1]) >= 0)
+        after_lease = digest(image)
+        lines += read_until(child, lambda w: w[0] == "REFUSED" and sum(x[0] == "REFUSED" for x in lines) >= 50)
+        assert digest(image) == after_lease  # dozens of refused attempts later, not a byte changed
+    finally:
+        child.kill()
+        rest = child.stdout.read().splitlines()
+        child.wait()
+    lines += [line.split(maxsplit=2) for line in rest]
+    refused = [w for w in lines if w[0] == "REFUSED"]
+    first_refused = int(refused[0][1])
+    assert all(int(w[1]) < first_refused for w in lines if w[0] == "ACK")  # no ACK after the lease
+    assert "incarnation 2 (new incarnation)" in refused[0][2]
+    new.transport.close()
+    check = driver_on(image, "checker")
+    fs = FileSystem(check, lambda: 0.0)
+    fs.mount()
+    assert {p: fs.read_file(p) for p in mine} == mine
+    for path, data in last_acknowledged(lines).items():
+        assert fs.read_file(path) == data, path
+    check.transport.close()
