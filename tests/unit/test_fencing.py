@@ -246,3 +246,80 @@ def test_a_running_writer_process_is_fenced_by_a_new_incarnation(tmp_path):
     for path, data in last_acknowledged(lines).items():
         assert fs.read_file(path) == data, path
     check.transport.close()
+
+
+SCRIBBLER = """
+def main(sys, argv):
+    sys.mkdir("/data/scribble")
+    n = 0
+    while True:
+        fd = sys.open(f"/data/scribble/{n % 8}", "w")
+        sys.write(fd, f"scribble {n}".encode())
+        sys.close(fd)
+        n += 1
+        sys.sleep(5.0)
+"""
+
+
+def scribbles(host):
+    try:
+        return len(host.kernel("TB01").fs.listdir("/data/scribble"))
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_host_booted_again_on_the_same_files_fences_the_running_one():
+    """Split brain in one process, without Ray: host A runs TB01 with an app writing every 5 s;
+    host B boots TB01 from the same state directory (as the supervisor does after a partition).
+    A's kernel reports FENCED and halts (no app left, state "fenced"); B is the next
+    incarnation, and what B acknowledges is there when a third incarnation boots."""
+    from cryptography.hazmat.primitives import serialization
+
+    from runtime.satellite_host import HostSpec, SatelliteHost
+    from sim_hw.constellation import load_constellation
+    from sim_hw.world import World
+
+    config = ROOT / "examples" / "constellations" / "three-body-12.toml"
+    signer = Signer(Path(tempfile.mkdtemp()))
+    state = Path(tempfile.mkdtemp())
+    constellation = load_constellation(config)
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    spec = HostSpec(str(config), ("TB01",), 600.0, constellation.epoch_utc_s, time.time(), 1.0,
+                    World(constellation, 1.0).contact_plan.to_json(), (public,), 60.0, str(state))
+    old = SatelliteHost(spec)
+    new = third = None
+    try:
+        old.boot()
+        old.deploy("TB01", signer.image(name="scribbler", code=SCRIBBLER, capabilities={"files": ["/data/scribble"]}))
+        deadline = time.monotonic() + 10.0
+        while scribbles(old) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scribbles(old) >= 3
+        assert old.status()[0]["incarnation"] == 1 and old.status()[0]["apps"] == 1
+        new = SatelliteHost(spec)
+        new.boot("the old host is partitioned")
+        row = new.status()[0]
+        assert row["incarnation"] == 2 and row["state"] == "running"
+        deadline = time.monotonic() + 10.0
+        while old.kernel("TB01").live() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fenced = old.kernel("TB01")
+        assert fenced.state == "fenced" and fenced.live() == []
+        ids = [e["event_id"] for e in old.logs("TB01", 500)]
+        assert "FENCED" in ids and "HALTED" in ids
+        message = next(e for e in old.logs("TB01", 500) if e["event_id"] == "FENCED")["message"]
+        assert "incarnation 2" in message
+        assert old.status()[0]["state"] == "fenced"
+        acknowledged = {f"/data/acked{i}": os.urandom(1000 * i + 1) for i in range(4)}
+        for path, data in acknowledged.items():
+            assert new.perform("TB01", "write", {"path": path, "data": data}) == len(data)
+        new.shutdown()
+        third = SatelliteHost(spec)
+        third.boot()
+        assert third.status()[0]["incarnation"] == 3
+        assert {p: third.kernel("TB01").fs.read_file(p) for p in acknowledged} == acknowledged
+    finally:
+        for host in (old, new, third):
+            if host is not None:
+                host.shutdown()
