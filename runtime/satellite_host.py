@@ -11,7 +11,10 @@ host sends, not yet across hosts.
 
 With a `state_dir`, each satellite's storage is a block file there (`<state_dir>/<id>.img`,
 fsync'd): a host started again on the same spec reboots its kernels from their file systems,
-with the apps installed by `deploy` (`Kernel.install`) started again.
+with the apps installed by `deploy` (`Kernel.install`) started again. Each boot takes the block
+files' leases (a new incarnation, "incarnation" in the status rows); a host still running on
+the same files after another took them has its kernels fenced (FENCED, state "fenced"), and
+critical events also go to the process's log.
 
 One for all: `request(gateway, target, op, args)` carries a control request from the gateway
 satellite to the target over the ISL network (port 0, which apps cannot bind), the target's host
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +51,7 @@ RemoteDeliver = Callable[[str, int, Any, str], None]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
+_LOG = logging.getLogger("orbitos.host")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class SatelliteHost:
                             satellite_id=satellite, hardware=hardware, track=track, config=config,
                             network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
+            kernel.events.listen(lambda event, satellite=satellite: self._log_critical(satellite, event))
             self._endpoints[satellite] = self._endpoint(satellite)
             self.network.attach(satellite, self._endpoints[satellite])
         for satellite in spec.members or constellation.satellite_ids:
@@ -122,6 +128,13 @@ class SatelliteHost:
             kernel.boot()
         self.network.start()
         return {"satellites": list(self.kernels), "time_utc_s": self.clock.now()}
+
+    @staticmethod
+    def _log_critical(satellite: str, event: Any) -> None:
+        """A critical event (FENCED, HALTED, SERVICE_DEAD, ...) also goes to the host process's
+        log (Ray's worker log): an instance cut off from the cluster can say nothing else."""
+        if event.severity == "critical":
+            _LOG.critical("%s %s: %s", event.event_id, satellite, event.message)
 
     # -- messages -------------------------------------------------------------------------------
     def _endpoint(self, satellite: str) -> Callable[[int, Any, str], None]:
