@@ -170,9 +170,12 @@ def start_writer(image):
     return child, int(first[1])
 
 
-def read_until(child, predicate, limit=200_000):
+def read_until(child, predicate, limit=200_000, timeout_s=30.0):
+    """The child's lines until one satisfies `predicate`; AssertionError after `timeout_s`."""
     lines = []
+    deadline = time.monotonic() + timeout_s
     for _ in range(limit):
+        assert time.monotonic() < deadline, f"no line as expected within {timeout_s} s: {lines[-3:]}"
         line = child.stdout.readline()
         if not line:
             break
