@@ -271,25 +271,52 @@ def scribbles(host):
         return 0
 
 
+def host_spec(state, signer, satellites=("TB01",)):
+    from cryptography.hazmat.primitives import serialization
+
+    from runtime.satellite_host import HostSpec
+    from sim_hw.constellation import load_constellation
+    from sim_hw.world import World
+
+    config = ROOT / "examples" / "constellations" / "three-body-12.toml"
+    constellation = load_constellation(config)
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    return HostSpec(str(config), satellites, 600.0, constellation.epoch_utc_s, time.time(), 1.0,
+                    World(constellation, 1.0).contact_plan.to_json(), (public,), 60.0, str(state))
+
+
+def test_an_idle_satellite_is_fenced_by_the_watchdogs_lease_check():
+    """No app writes: the watchdog's lease check (every 5 s simulated) still finds the lease
+    taken and halts the old instance."""
+    from runtime.satellite_host import SatelliteHost
+
+    spec = host_spec(Path(tempfile.mkdtemp()), Signer(Path(tempfile.mkdtemp())))
+    old, new = SatelliteHost(spec), SatelliteHost(spec)
+    try:
+        old.boot()
+        new.boot()
+        deadline = time.monotonic() + 10.0
+        while old.kernel("TB01").state != "fenced" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fenced = [e for e in old.logs("TB01", 500) if e["event_id"] == "FENCED"]
+        assert len(fenced) == 1 and "incarnation 2" in fenced[0]["message"]
+        assert "took the storage lease; this is incarnation 1" in fenced[0]["message"]  # the watchdog's words
+        assert new.status()[0]["state"] == "running" and new.status()[0]["incarnation"] == 2
+    finally:
+        old.shutdown()
+        new.shutdown()
+
+
 def test_a_host_booted_again_on_the_same_files_fences_the_running_one():
     """Split brain in one process, without Ray: host A runs TB01 with an app writing every 5 s;
     host B boots TB01 from the same state directory (as the supervisor does after a partition).
     A's kernel reports FENCED and halts (no app left, state "fenced"); B is the next
     incarnation, and what B acknowledges is there when a third incarnation boots."""
-    from cryptography.hazmat.primitives import serialization
+    from runtime.satellite_host import SatelliteHost
 
-    from runtime.satellite_host import HostSpec, SatelliteHost
-    from sim_hw.constellation import load_constellation
-    from sim_hw.world import World
-
-    config = ROOT / "examples" / "constellations" / "three-body-12.toml"
     signer = Signer(Path(tempfile.mkdtemp()))
-    state = Path(tempfile.mkdtemp())
-    constellation = load_constellation(config)
-    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    spec = HostSpec(str(config), ("TB01",), 600.0, constellation.epoch_utc_s, time.time(), 1.0,
-                    World(constellation, 1.0).contact_plan.to_json(), (public,), 60.0, str(state))
+    spec = host_spec(Path(tempfile.mkdtemp()), signer)
     old = SatelliteHost(spec)
     new = third = None
     try:
