@@ -201,7 +201,7 @@ class NativeStorageTransport(Transport):
         """{epoch: ours, current: the header's, holder: the current holder, fenced: bool}.
         Raises OSError(EIO) when neither header copy can be read."""
         current, holder = self._current_lease()
-        if current != self.epoch and self.fenced_by is None:
+        if current != self.epoch:
             self.fenced_by = (current, holder)
         return {"epoch": self.epoch, "current": current, "holder": holder, "fenced": current != self.epoch}
 
@@ -221,14 +221,13 @@ class NativeStorageTransport(Transport):
 
     def _write_fenced(self, offset: int, data: bytes) -> None:
         """pwrite, only while this incarnation holds the lease (checked under the shared header
-        lock, so a lease taker waits for it). Raises OpError ESTALE when another took it."""
-        if self.fenced_by is not None:
-            raise self._fenced_error()
+        lock, so a lease taker waits for it). Raises OpError ESTALE naming the newest
+        incarnation when another took it."""
         self._header_lock(fcntl.F_RDLCK)
         try:
             current, holder = self._current_lease()
-            if current != self.epoch:
-                self.fenced_by = (current, holder)
+            if current != self.epoch or self.fenced_by is not None:  # once fenced, always
+                self.fenced_by = (current, holder) if current != self.epoch else self.fenced_by
                 raise self._fenced_error()
             os.pwrite(self._fd, data, offset)
         finally:

@@ -354,3 +354,45 @@ def test_a_host_booted_again_on_the_same_files_fences_the_running_one():
         for host in (old, new, third):
             if host is not None:
                 host.shutdown()
+
+
+def test_random_interleavings_of_openers_and_writers_only_the_newest_writes(tmp_path):
+    """400 random steps over one file: open a new incarnation, or write a random block from a
+    random open one. Exactly the newest incarnation's writes land; every other is refused with
+    ESTALE naming the newest, and leaves the file as it was. A model of the expected contents
+    matches the file at the end."""
+    import random
+    rng = random.Random(11)
+    image = tmp_path / "sat.img"
+    open_ = [NativeStorageTransport(image, BLOCK, BLOCKS, holder="inc-1")]
+    expected = {}
+    counts = {"opens": 1, "landed": 0, "refused": 0}
+    try:
+        for step in range(400):
+            if rng.random() < 0.05:
+                open_.append(NativeStorageTransport(image, BLOCK, BLOCKS, holder=f"inc-{len(open_) + 1}"))
+                counts["opens"] += 1
+                continue
+            writer = open_[-1] if rng.random() < 0.5 else rng.choice(open_)
+            block = rng.randrange(BLOCKS)
+            data = rng.randbytes(BLOCK)
+            before = digest(image) if writer is not open_[-1] else None
+            try:
+                writer.call("storage0", "write_block", {"block": block, "data": data, "tag": b""}, 0.0)
+            except OSError as exc:
+                assert writer is not open_[-1] and exc.errno == errno.ESTALE
+                assert f"incarnation {open_[-1].epoch} (inc-{len(open_)})" in str(exc)
+                assert digest(image) == before
+                counts["refused"] += 1
+                continue
+            assert writer is open_[-1], f"step {step}: incarnation {writer.epoch} wrote after {open_[-1].epoch}"
+            expected[block] = data
+            counts["landed"] += 1
+        newest = open_[-1]
+        for block, data in expected.items():
+            assert newest.call("storage0", "read_block", {"block": block}, 0.0).value["data"] == data
+        assert newest.epoch == counts["opens"] and counts["landed"] > 50 and counts["refused"] > 50, counts
+        print(f"\ninterleavings: {counts}")
+    finally:
+        for transport in open_:
+            transport.close()
