@@ -396,3 +396,42 @@ def test_random_interleavings_of_openers_and_writers_only_the_newest_writes(tmp_
     finally:
         for transport in open_:
             transport.close()
+
+
+def test_a_write_with_both_headers_unreadable_is_refused_with_eio_and_writes_nothing(tmp_path):
+    image = tmp_path / "sat.img"
+    transport = NativeStorageTransport(image, BLOCK, BLOCKS, holder="only")
+    with open(image, "r+b") as disk:  # both copies' lease fields scribbled over mid-run
+        for offset in (30, file_bytes(BLOCK, BLOCKS) - HEADER_BYTES + 30):
+            disk.seek(offset)
+            disk.write(b"\xff\xff")
+    before = digest(image)
+    with pytest.raises(OSError) as refused:
+        transport.call("storage0", "write_block", {"block": 3, "data": bytes(BLOCK), "tag": b""}, 0.0)
+    assert refused.value.errno == errno.EIO and "cannot check the lease" in str(refused.value)
+    assert digest(image) == before
+    with pytest.raises(OSError, match="cannot check the lease"):
+        transport.lease()
+    transport.close()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"max_restarts": -2}, "max_restarts must be an int >= -1"),
+    ({"max_restarts": 1.5}, "max_restarts must be an int >= -1"),
+    ({"supervise_period_s": 0}, "supervise_period_s must be > 0 or None"),
+    ({"call_timeout_s": -1.0}, "call_timeout_s must be > 0"),
+])
+def test_bad_supervision_arguments_are_refused_before_ray_starts(arguments, message):
+    import ray
+
+    from runtime.constellation_run import ConstellationRun
+    was_running = ray.is_initialized()
+    with pytest.raises(ValueError, match=message):
+        ConstellationRun.up(ROOT / "examples" / "constellations" / "three-body-12.toml", **arguments)
+    assert ray.is_initialized() == was_running
+
+
+def test_a_supervisor_needs_a_positive_period():
+    from runtime.supervision import Supervisor
+    with pytest.raises(ValueError, match="supervision period must be > 0 s"):
+        Supervisor(None, 0.0)
