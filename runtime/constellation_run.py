@@ -175,9 +175,10 @@ class ConstellationRun:
         ).remote(self.specs[index], self.owner_of, self.names, reboot_reason)
 
     @classmethod
-    def attach(cls, address: str | None = "auto") -> "ConstellationRun":
-        """The constellation running on the cluster at `address`, found by its host actors' names.
-        Raises LookupError when none runs there."""
+    def attach(cls, address: str | None = "auto", call_timeout_s: float = CALL_TIMEOUT_S) -> "ConstellationRun":
+        """The constellation running on the cluster at `address`, found by its host actors' names
+        (the hosts that answer within `call_timeout_s` describe it; the others show as
+        "unavailable" in its status). Raises LookupError when none runs there or none answers."""
         start_ray(address, ship_code=False)
         found = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                        if a["namespace"] == NAMESPACE and a["name"].startswith(HOST_PREFIX))
@@ -185,16 +186,31 @@ class ConstellationRun:
             raise LookupError("no orbitos constellation runs on this Ray cluster (start one with "
                               "`orbitos up CONFIG`)")
         handles = [ray.get_actor(name, namespace=NAMESPACE) for name in found]
-        described = ray.get([h.describe.remote() for h in handles])
-        first = described[0]
+        refs = [h.describe.remote() for h in handles]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=call_timeout_s)[0])
+        described = []
+        for ref in refs:
+            if ref in ready:
+                try:
+                    described.append(ray.get(ref, timeout=0))
+                except RayActorError:
+                    continue  # a host Ray reports unavailable: its rows say so
+        if not described:
+            raise LookupError(f"no host of the orbitos constellation answered within {call_timeout_s:g} s "
+                              f"({', '.join(found)}): stopped, stuck or restarting")
+        first = max(described, key=lambda d: sum("." in n for n in d["names"].values()))  # the newest names
         owner_of = {sat: int(index) for sat, index in first["owner_of"].items()}
         names = {int(index): name for index, name in first["names"].items()}
         by_name = dict(zip(found, handles))
+        missing = [names[index] for index in sorted(names) if names[index] not in by_name]
+        if missing:
+            raise LookupError(f"the constellation's hosts {', '.join(missing)} are not on this cluster "
+                              "(being rebooted elsewhere? try again in a moment)")
         actors = [by_name[names[index]] for index in sorted(names)]
         nodes = {owner_of[d["satellites"][0]]: d["node_id"] for d in described}
         return cls(first["config_path"], tuple(first["members"]), owner_of, actors, False, 0.0,
                    ContactPlan.from_json(first["plan_json"]), names=names, nodes=nodes,
-                   state_dir=first["state_dir"], supervising=False)
+                   state_dir=first["state_dir"], supervising=False, call_timeout_s=call_timeout_s)
 
     # -- node loss -------------------------------------------------------------------------------
     def check(self) -> list[dict[str, Any]]:
