@@ -193,7 +193,7 @@ def reboot_elsewhere(run: "ConstellationRun", index: int, incident: dict[str, An
         actor = run.start_actor(index, name, run.max_restarts, {}, reboot_reason=reason)
         ray.get(actor.boot.remote(), timeout=run.boot_timeout_s)
         node = ray.get(actor.node_id.remote(), timeout=run.boot_timeout_s)
-    except (RayActorError, GetTimeoutError) as exc:
+    except Exception as exc:  # the actor died, timed out, or its boot raised (a lease not taken: EBUSY)
         if actor is not None:
             ray.kill(actor, no_restart=True)
         incident.update(action="reported lost", error=f"reboot elsewhere failed: {type(exc).__name__}: {exc}"[:500])
