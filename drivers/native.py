@@ -10,6 +10,15 @@
   formatted only when it is blank (empty or all zeros); otherwise opening refuses with an
   OSError and leaves every byte as it was, for recovery. Waits are zero (the real I/O already
   took its time); busy time is measured.
+
+  Fencing: the header also holds a lease, the epoch of the incarnation that owns the file and a
+  short holder text. Opening takes the lease (epoch + 1, both copies, fsync), so each boot of a
+  satellite is a new incarnation. Every write first reads the header's epoch; when another
+  incarnation has taken the file since, the write is refused with OSError(ESTALE) naming it and
+  nothing is written, and the transport stays fenced. The check and the write hold a shared
+  open-file-description lock on the header region, the lease taker an exclusive one, so no write
+  that passed its check can land after a new incarnation took the lease (on one machine, and on
+  shared storage whose locks reach every client, as NFSv4's do).
 - `NativeGpuTransport`: a CUDA GPU through CuPy or PyTorch. Probing fails with ENODEV and the
   reason when neither is installed or no CUDA device is present (there is none on our machines).
 
@@ -18,7 +27,9 @@ Both answer the same operations as the simulated devices (`sim_hw.device_ops`).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import socket
 import struct
 import threading
 import time
@@ -35,17 +46,24 @@ from sim_hw.compute_kernels import KERNELS, KernelError, operation_count, run_ke
 from sim_hw.device_ops import OpError, check_args
 from sim_hw.hardware import OpResult
 
-_MAGIC = b"ORBITOS-BLOCKFILE-2\n"
-_HEADER = struct.Struct(">20sIII")  # magic, block_bytes, blocks, CRC32C of the three
+_MAGIC = b"ORBITOS-BLOCKFILE-3\n"
+_HEADER = struct.Struct(">20sIIQ64sI")  # magic, block_bytes, blocks, lease epoch, holder, CRC32C
+_MAGIC_V2 = b"ORBITOS-BLOCKFILE-2\n"  # before leases: read as epoch 0, upgraded when opened
+_HEADER_V2 = struct.Struct(">20sIII")
+HOLDER_BYTES = 64
+LEASE_WAIT_S = 10.0  # wall time a lease taker waits for writes in flight under the old lease
+_FLOCK = "hhqqi4x"  # struct flock on Linux x86-64/aarch64: type, whence, start, len, pid
 HEADER_BYTES = 4096  # the header's region at the start; its copy fills the last HEADER_BYTES
 MIN_BLOCK_BYTES = 16
 MAX_BLOCK_BYTES = 1 << 24
 _BLANK_SCAN_BYTES = 1 << 20
 
 
-def pack_header(block_bytes: int, blocks: int) -> bytes:
-    """The block-file header (one copy), padded to HEADER_BYTES."""
-    body = struct.pack(">20sII", _MAGIC, block_bytes, blocks)
+def pack_header(block_bytes: int, blocks: int, epoch: int = 0, holder: str = "") -> bytes:
+    """The block-file header (one copy), padded to HEADER_BYTES: geometry and the lease (the
+    owning incarnation's epoch and who holds it, cut to HOLDER_BYTES of UTF-8)."""
+    held = holder.encode("utf-8", "replace")[:HOLDER_BYTES]
+    body = struct.pack(">20sIIQ64s", _MAGIC, block_bytes, blocks, epoch, held)
     return (body + struct.pack(">I", crc32c.crc32c(body))).ljust(HEADER_BYTES, b"\0")
 
 
@@ -54,71 +72,114 @@ def file_bytes(block_bytes: int, blocks: int) -> int:
     return 2 * HEADER_BYTES + blocks * (block_bytes + TAG_BYTES)
 
 
-def parse_header(raw: bytes) -> tuple[int, int] | str:
-    """(block_bytes, blocks) of a valid header copy, or what is wrong with it."""
-    if len(raw) < _HEADER.size:
+def parse_header(raw: bytes) -> tuple[int, int, int, str] | str:
+    """(block_bytes, blocks, lease epoch, holder) of a valid header copy, or what is wrong with
+    it. A header of the format before leases (`ORBITOS-BLOCKFILE-2`) has epoch 0."""
+    if raw[:len(_MAGIC_V2)] == _MAGIC_V2 and len(raw) >= _HEADER_V2.size:
+        magic, block_bytes, blocks, stored = _HEADER_V2.unpack(raw[:_HEADER_V2.size])
+        epoch, holder, body = 0, "", raw[:_HEADER_V2.size - 4]
+    elif len(raw) < _HEADER.size:
         return "missing (file too short)"
-    magic, block_bytes, blocks, stored = _HEADER.unpack(raw[:_HEADER.size])
-    if magic != _MAGIC:
+    else:
+        magic, block_bytes, blocks, epoch, held, stored = _HEADER.unpack(raw[:_HEADER.size])
+        holder, body = held.rstrip(b"\0").decode("utf-8", "replace"), raw[:_HEADER.size - 4]
+    if magic not in (_MAGIC, _MAGIC_V2):
         return "no orbitos block-file magic"
-    if crc32c.crc32c(raw[:_HEADER.size - 4]) != stored:
+    if crc32c.crc32c(body) != stored:
         return "header CRC32C mismatch"
     if not MIN_BLOCK_BYTES <= block_bytes <= MAX_BLOCK_BYTES or blocks < 1:
         return f"impossible geometry ({blocks} blocks of {block_bytes} B)"
-    return block_bytes, blocks
+    return block_bytes, blocks, epoch, holder
+
+
+def default_holder() -> str:
+    """Who takes a lease when not told: this machine and process."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 class NativeStorageTransport(Transport):
     """storage0 on a block file at `path`, created with `blocks` blocks if it does not exist or
-    is blank. `notes` says what opening found and repaired (a damaged header copy)."""
+    is blank. `notes` says what opening found and repaired (a damaged header copy). `epoch` is
+    the lease this incarnation took (`holder` says who it is, in the header for the next one);
+    `fenced_by` the (epoch, holder) that took the file from us, None while we hold it."""
 
     def __init__(self, path: str | Path, block_bytes: int = 4096, blocks: int = 65_536,
-                 device: str = "storage0") -> None:
+                 device: str = "storage0", holder: str | None = None,
+                 lease_wait_s: float = LEASE_WAIT_S) -> None:
         """Raises OSError(EINVAL) when the file is not an orbitos block file and not blank, EIO
         when both header copies are damaged or the file is shorter than its header says (in
         both cases nothing is written: the data stays for recovery), EINVAL for a bad geometry
-        asked of a new file."""
+        asked of a new file, EBUSY when a write of the previous incarnation stays in flight
+        for `lease_wait_s` (its process is stopped mid-write: the lease is not taken)."""
         self.path = Path(path)
         self.device = device
         self.name = f"native:storage:{self.path}"
         self.notes: list[str] = []
+        self.holder = default_holder() if holder is None else holder
+        self.fenced_by: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self.block_bytes, self.blocks = self._open_or_format(block_bytes, blocks)
+            self._header_lock(fcntl.F_WRLCK, lease_wait_s)
+            try:
+                self.block_bytes, self.blocks, self.epoch = self._open_or_format(block_bytes, blocks)
+            finally:
+                self._header_lock(fcntl.F_UNLCK)
         except BaseException:
             os.close(self._fd)
             self._fd = -1
             raise
         self._stride = self.block_bytes + TAG_BYTES
+        self._backup_offset = file_bytes(self.block_bytes, self.blocks) - HEADER_BYTES
 
-    def _open_or_format(self, block_bytes: int, blocks: int) -> tuple[int, int]:
+    def _header_lock(self, kind: int, wait_s: float | None = None) -> None:
+        """Take (F_RDLCK, F_WRLCK) or drop (F_UNLCK) an open-file-description lock on the
+        header region. With `wait_s`, an exclusive lock that others hold is tried again until
+        then (wall time: real processes finishing real writes), then EBUSY."""
+        flock = struct.pack(_FLOCK, kind, os.SEEK_SET, 0, HEADER_BYTES, 0)
+        if wait_s is None:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, flock)
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, flock)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EBUSY, f"{self.path}: a write of the incarnation holding the "
+                                               f"lease stayed in flight for {wait_s:.0f} s (its process is "
+                                               "stopped?): lease not taken, nothing written") from None
+                time.sleep(0.005)  # real time: another process's pwrite to finish
+
+    def _open_or_format(self, block_bytes: int, blocks: int) -> tuple[int, int, int]:
+        """Geometry and the lease taken (epoch + 1 over the newest valid copy), under the
+        exclusive header lock."""
         size = os.fstat(self._fd).st_size
         primary = parse_header(os.pread(self._fd, HEADER_BYTES, 0))
-        backup: tuple[int, int] | str = "missing (file too short)"
-        if isinstance(primary, tuple) and size >= file_bytes(*primary):
-            backup = parse_header(os.pread(self._fd, HEADER_BYTES, file_bytes(*primary) - HEADER_BYTES))
+        backup: tuple[int, int, int, str] | str = "missing (file too short)"
+        if isinstance(primary, tuple) and size >= file_bytes(*primary[:2]):
+            backup = parse_header(os.pread(self._fd, HEADER_BYTES, file_bytes(*primary[:2]) - HEADER_BYTES))
         elif size >= 2 * HEADER_BYTES:
             backup = parse_header(os.pread(self._fd, HEADER_BYTES, size - HEADER_BYTES))
         if isinstance(primary, tuple) or isinstance(backup, tuple):
-            geometry = primary if isinstance(primary, tuple) else backup
-            assert isinstance(geometry, tuple)
+            valid = [h for h in (primary, backup) if isinstance(h, tuple)]
+            geometry = valid[0][:2]
             if size < file_bytes(*geometry):
                 raise OSError(errno.EIO, f"{self.path}: truncated block file ({size} bytes; its header "
                                          f"says {file_bytes(*geometry)}): not opened, kept for recovery")
-            if isinstance(primary, tuple) and isinstance(backup, tuple) and primary != backup:
-                raise OSError(errno.EIO, f"{self.path}: the two block-file headers disagree ({primary} "
-                                         f"and {backup}): not opened, kept for recovery")
-            header = pack_header(*geometry)
+            if len(valid) == 2 and valid[0][:2] != valid[1][:2]:
+                raise OSError(errno.EIO, f"{self.path}: the two block-file headers disagree ({primary[:2]} "
+                                         f"and {backup[:2]}): not opened, kept for recovery")
             if not isinstance(primary, tuple):
-                os.pwrite(self._fd, header, 0)
                 self.notes.append(f"block-file header damaged ({primary}): restored from its copy")
             if not isinstance(backup, tuple):
-                os.pwrite(self._fd, header, file_bytes(*geometry) - HEADER_BYTES)
                 self.notes.append(f"block-file header copy damaged ({backup}): rewritten")
-            if self.notes:
-                os.fsync(self._fd)
-            return geometry
+            epoch = max(h[2] for h in valid) + 1
+            self._write_headers(pack_header(*geometry, epoch, self.holder), file_bytes(*geometry))
+            return geometry[0], geometry[1], epoch
         if not self._blank(size):
             errno_ = errno.EINVAL if "magic" in primary and "magic" in backup else errno.EIO
             raise OSError(errno_, f"{self.path} is not an orbitos block file we can read (header: "
@@ -126,12 +187,51 @@ class NativeStorageTransport(Transport):
                                   "the data is kept for recovery")
         if not MIN_BLOCK_BYTES <= block_bytes <= MAX_BLOCK_BYTES or blocks < 1:
             raise OSError(errno.EINVAL, f"{self.path}: cannot make {blocks} blocks of {block_bytes} B")
-        header = pack_header(block_bytes, blocks)
         os.ftruncate(self._fd, file_bytes(block_bytes, blocks))
+        self._write_headers(pack_header(block_bytes, blocks, 1, self.holder), file_bytes(block_bytes, blocks))
+        return block_bytes, blocks, 1
+
+    def _write_headers(self, header: bytes, total_bytes: int) -> None:
+        """Both header copies, then fsync: the lease is taken when this returns."""
         os.pwrite(self._fd, header, 0)
-        os.pwrite(self._fd, header, file_bytes(block_bytes, blocks) - HEADER_BYTES)
+        os.pwrite(self._fd, header, total_bytes - HEADER_BYTES)
         os.fsync(self._fd)
-        return block_bytes, blocks
+
+    def lease(self) -> dict[str, Any]:
+        """{epoch: ours, current: the header's, holder: the current holder, fenced: bool}.
+        Raises OSError(EIO) when neither header copy can be read."""
+        current, holder = self._current_lease()
+        if current != self.epoch:
+            self.fenced_by = (current, holder)
+        return {"epoch": self.epoch, "current": current, "holder": holder, "fenced": current != self.epoch}
+
+    def _current_lease(self) -> tuple[int, str]:
+        """The header's (epoch, holder), from whichever copy is valid."""
+        for offset in (0, self._backup_offset):
+            parsed = parse_header(os.pread(self._fd, _HEADER.size, offset))
+            if isinstance(parsed, tuple):
+                return parsed[2], parsed[3]
+        raise OSError(errno.EIO, f"{self.path}: both block-file headers unreadable: cannot check the lease")
+
+    def _fenced_error(self) -> OpError:
+        epoch, holder = self.fenced_by or (-1, "")
+        return OpError("ESTALE", f"{self.path}: incarnation {epoch} ({holder or 'unknown holder'}) took "
+                                 f"this block file; we are incarnation {self.epoch}: write refused, "
+                                 "nothing written")
+
+    def _write_fenced(self, offset: int, data: bytes) -> None:
+        """pwrite, only while this incarnation holds the lease (checked under the shared header
+        lock, so a lease taker waits for it). Raises OpError ESTALE naming the newest
+        incarnation when another took it."""
+        self._header_lock(fcntl.F_RDLCK)
+        try:
+            current, holder = self._current_lease()
+            if current != self.epoch or self.fenced_by is not None:  # once fenced, always
+                self.fenced_by = (current, holder) if current != self.epoch else self.fenced_by
+                raise self._fenced_error()
+            os.pwrite(self._fd, data, offset)
+        finally:
+            self._header_lock(fcntl.F_UNLCK)
 
     def _blank(self, size: int) -> bool:
         """True when the file holds nothing but zeros (a new or wiped device)."""
@@ -164,7 +264,7 @@ class NativeStorageTransport(Transport):
     def _do(self, op: str, args: dict[str, Any]) -> Any:
         if op == "probe":
             return {"device": self.device, "kind": "storage", "backend": "native", "path": str(self.path),
-                    "notes": list(self.notes)}
+                    "notes": list(self.notes), "epoch": self.epoch, "holder": self.holder}
         if op == "status":
             return {"state": "idle", "power_w": 0.0}
         if op == "info":
@@ -184,7 +284,7 @@ class NativeStorageTransport(Transport):
             if len(args["tag"]) > TAG_BYTES:
                 raise OpError("EINVAL", f"{self.device}.write_block: a tag is at most {TAG_BYTES} bytes, "
                                         f"got {len(args['tag'])}")
-            os.pwrite(self._fd, args["data"] + args["tag"].ljust(TAG_BYTES, b"\0"), offset)
+            self._write_fenced(offset, args["data"] + args["tag"].ljust(TAG_BYTES, b"\0"))
             return {}
         if op == "inject_bit_flip":
             bit = args["bit"]
@@ -193,7 +293,7 @@ class NativeStorageTransport(Transport):
                                         "and its tag")
             position = offset + bit // 8
             byte = os.pread(self._fd, 1, position)[0] ^ (1 << (bit % 8))
-            os.pwrite(self._fd, bytes([byte]), position)
+            self._write_fenced(position, bytes([byte]))
             os.fsync(self._fd)
             return {}
         raise OpError("EINVAL", f"{self.device}: operation {op!r} is not supported natively")

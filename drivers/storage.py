@@ -14,6 +14,10 @@ check off:
   tag); since a written record holds the nonzero magic, no single flip makes one look unwritten.
 
 Every failure raises OSError(EIO) naming the block; corrupted data is never handed back.
+
+Fencing: a write refused with ESTALE (a native block file whose lease another incarnation took,
+`drivers.native`) calls `on_fenced(error)` once before it is raised, so that the kernel above
+stops this incarnation; `lease()` asks the backend for its lease (None when it has none).
 `write_block` returns the seal, so that the file system can keep it in its index (as ZFS keeps a
 block's checksum in the parent pointer) and pass it back to `read_block(block, expected_seal)`:
 then a device that returns another, older, valid record of the same block (a lost write) or an
@@ -49,6 +53,7 @@ class StorageDriver(Driver):
     kind = "storage"
     block_bytes = 0
     blocks = 0
+    on_fenced: Any = None  # called with the OSError(ESTALE) of the first write refused for a lost lease
 
     def _on_probe(self) -> None:
         info = self._call("info", {})
@@ -66,9 +71,21 @@ class StorageDriver(Driver):
             raise OSError(errno.EINVAL, f"{self.name}: a block write takes exactly {self.block_bytes} "
                                         f"bytes, got {len(data) if hasattr(data, '__len__') else type(data).__name__}")
         tag = block_tag(block, data)
-        self.ioctl("write_block", block=block, data=data, tag=tag)
+        try:
+            self.ioctl("write_block", block=block, data=data, tag=tag)
+        except OSError as exc:
+            if exc.errno == errno.ESTALE and self.on_fenced is not None:
+                notify, self.on_fenced = self.on_fenced, None
+                notify(exc)
+            raise
         self.counters["blocks_written"] += 1
         return _TAG.unpack(tag)[1]
+
+    def lease(self) -> dict[str, Any] | None:
+        """The backend's lease ({epoch, current, holder, fenced}), None for a backend without
+        one (simulated or remote storage). Raises OSError(EIO) for unreadable headers."""
+        lease = getattr(self.transport, "lease", None)
+        return lease() if callable(lease) else None
 
     def read_written(self, block: int, expected_seal: int | None = None) -> bytes | None:
         """One block, checked; None when the block was never written (an all-zero record).

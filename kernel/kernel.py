@@ -23,6 +23,12 @@ one, and otherwise by raising ProcessExit into its thread at the next bytecode b
 by its kernel thread (kernel/isolation.py) and is ended by SIGTERM, then SIGKILL after a grace.
 CPU limits are enforced at each syscall and by a wall-clock sweep (`enforce_cpu_limits`).
 
+Fencing: on a native block file, mounting takes the file's lease, and `incarnation` is its epoch.
+When another incarnation takes the lease (the satellite was rebooted elsewhere while this one
+still runs), the first refused write or the watchdog's lease check calls `fence`: an event
+FENCED (critical), then the satellite halts (every app ended, services stopped, devices closed,
+state "fenced") rather than run on beside its successor.
+
 Errors of the public methods: ImageError (EACCES, EINVAL) for images; OSError ESRCH for an
 unknown pid, ETIMEDOUT for a wait that times out, EAGAIN for a spawn over a process limit.
 """
@@ -136,6 +142,8 @@ class Kernel:
                          "spawn_refusals": 0, "exit_requests": 0, "cpu_limit_kills": 0}
         self.boot_utc_s = clock.now()
         self.state = "new"
+        self.incarnation: int | None = None  # the storage lease's epoch once mounted on a native file
+        self._halted: threading.Thread | None = None
         self._pids = itertools.count(100)
         self._lock = threading.RLock()
         self._stop = clock.event()
@@ -193,6 +201,8 @@ class Kernel:
 
     def _mount(self) -> None:
         storage = self.tree["storage0"].open()
+        self.incarnation = storage.identity.get("epoch")
+        storage.on_fenced = lambda error: self.fence(str(error.strerror or error))
         for note in storage.identity.get("notes") or ():  # a block-file header repaired at open
             self.events.emit("STORAGE_REPAIRED", "warning", "storage0", str(note)[:500])
         fs = FileSystem(storage, self.clock.now, ClockRLock(self.clock))
@@ -215,8 +225,51 @@ class Kernel:
         for directory in ("/apps", "/images", "/data"):
             fs.mkdir(directory, "kernel", parents=True)
 
+    def check_lease(self) -> None:
+        """Fence this kernel if another incarnation took its storage's lease (the watchdog calls
+        this every period). Raises OSError(EIO) when the lease cannot be read."""
+        if self.tree is None or "storage0" not in self.tree or self.incarnation is None:
+            return
+        lease = self.tree["storage0"].lease()
+        if lease is not None and lease["fenced"]:
+            self.fence(f"incarnation {lease['current']} ({lease['holder'] or 'unknown holder'}) took the "
+                       f"storage lease; this is incarnation {lease['epoch']}")
+
+    def fence(self, reason: str) -> None:
+        """Another incarnation owns this satellite now: an event FENCED (critical), then halt
+        (apps ended without restart, services stopped, devices closed; state "fenced"), on a
+        thread of its own since the caller may be an app or a service the halt ends. Once."""
+        with self._lock:
+            if self.state in ("fenced", "stopping", "stopped", "new"):
+                return
+            self.state = "fenced"
+        self.events.emit("FENCED", "critical", "kernel", f"{self.satellite_id} fenced: {reason}; "
+                         "halting (apps stopped, nothing more written)", reason=reason[:300])
+        self._halted = self.clock.start_thread(self._halt, name=f"{self.satellite_id}:fenced")
+
+    def _halt(self, timeout_s: float = 10.0) -> None:
+        for process in self.live():
+            try:
+                self.kill(process.pid, "fenced: another incarnation owns this satellite", restart=False)
+            except OSError:
+                pass  # it ended meanwhile
+        self._stop.set()
+        for process in list(self.processes.values()):
+            if not process.exited.is_set():
+                self.clock.wait(process.exited, timeout_s)
+        app_threads.CpuSweeper.shared().forget(self)
+        self.events.emit("HALTED", "critical", "kernel", f"{self.satellite_id} halted after losing "
+                         "its storage lease")
+        if self.tree is not None:
+            self.tree.close()
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop every process and service, close the devices. Safe to call twice."""
+        """Stop every process and service, close the devices. Safe to call twice. A fenced
+        kernel has halted already: it stays "fenced"."""
+        if self.state == "fenced":
+            if self._halted is not None and self._halted is not threading.current_thread():
+                self._halted.join(timeout_s)
+            return
         if self.state in ("stopped", "new"):
             self.state = "stopped"
             return

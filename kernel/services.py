@@ -32,7 +32,7 @@ The kernel's services (`start_system_services`):
 - safe_mode, every `safe_mode_period_s`: read the battery, enter or leave safe mode, hold the
   priority classes the state of charge calls for;
 - watchdog, every `watchdog_period_s`: end apps that made no progress within their window,
-  report stalled services;
+  report stalled services, check the storage lease (`Kernel.check_lease`: fenced, halt);
 - scrubber, every `scrub_period_s`: read `scrub_blocks` data blocks, report files with bit flips.
 """
 from __future__ import annotations
@@ -255,6 +255,7 @@ def watchdog_pass(kernel: "Kernel") -> None:
             except ProcessLookupError:
                 continue  # it ended meanwhile (only possible on a wall clock)
     kernel.enforce_cpu_limits()  # also swept on the wall clock: a spinner holds a virtual clock still
+    kernel.check_lease()  # another incarnation took the storage: fence (FENCED, halt)
     for service in kernel.services.values():
         stalled = service.overdue(now)
         if stalled and service.name not in kernel.stalled_services:

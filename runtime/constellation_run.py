@@ -10,8 +10,18 @@
 satellites on host actors (`runtime.placement`) and starts one named actor per host
 (`orbitos-host-N`, `runtime.host_actors`). Each satellite keeps its file system in a block file
 under the run's state directory. A host whose process dies is restarted by Ray and its kernels
-reboot from those files (a REBOOTED event on each). A host whose node is lost is noticed by
-`check` (run by `status` and by `orbitos up`) and handled by `runtime.supervision`.
+reboot from those files (a REBOOTED event on each). A host whose node is lost, or whose Ray
+restarts are used up, is noticed by the run's supervisor thread (`runtime.supervision`, started
+by `up`, stopped by `down`; `check` runs one pass at once) and its satellites are rebooted
+elsewhere or reported lost. Each boot is an incarnation holding its block files' lease, so an
+instance left running behind a partition is fenced.
+
+Queries never hang and never raise Ray's errors at the caller: `status`, `ps`, `logs`,
+`network_counters`, `events_since` and `now` wait at most `call_timeout_s` (wall time) for the
+hosts, and say which did not answer: status rows of state "unavailable" (no answer, or Ray
+reports the actor unavailable), "moving" (being rebooted elsewhere) or "lost", with a "note";
+`unanswered` (host name -> reason) after every query; `ps`/`logs` of such a satellite raise
+SatelliteUnavailable (a LookupError) naming the host. `status()` has no side effects.
 
 `ConstellationRun.attach(address)` finds a running constellation's hosts by name, for the CLI.
 """
@@ -20,15 +30,16 @@ from __future__ import annotations
 import errno
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from kernel.image import OPERATE_CAPABILITIES, ImageError
 from runtime.control import OperatorSigner, result_value
@@ -37,12 +48,21 @@ from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_
 from runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
                                  labelled_nodes, start_ray)
 from runtime.satellite_host import CLIENT_TTL_S, HostSpec
-from runtime.supervision import check_nodes
+from runtime.supervision import Supervisor, supervise
 from sim_hw.constellation import load_constellation
 from sim_hw.contact_plan import ContactPlan
 from sim_hw.world import World
 
-__all__ = ["ConstellationRun", "PlacementError", "PLACEMENTS"]
+__all__ = ["ConstellationRun", "PlacementError", "PLACEMENTS", "SatelliteUnavailable"]
+
+CALL_TIMEOUT_S = 5.0  # wall seconds a query waits for the hosts before it answers without them
+
+
+class SatelliteUnavailable(LookupError):
+    """A satellite's host did not answer in time, is being rebooted elsewhere, or Ray reports
+    its actor unavailable or dead."""
+
+
 SCHEDULER_CAPABILITIES = ("observe", "read", "write", "run")  # live batteries and dispatch, no more
 
 
@@ -103,6 +123,15 @@ class ConstellationRun:
     incidents: list[dict[str, Any]] = field(default_factory=list)
     scheduler: Any = None
     operator: OperatorSigner | None = None  # signs this run's control requests (runtime.control)
+    max_restarts: int = 3
+    call_timeout_s: float = CALL_TIMEOUT_S
+    boot_timeout_s: float = 120.0
+    moving: dict[int, dict[str, Any]] = field(default_factory=dict)
+    unanswered: dict[str, str] = field(default_factory=dict)
+    supervisor: Supervisor | None = None
+    state_lock: Any = field(default_factory=threading.RLock, repr=False)
+    supervising_lock: Any = field(default_factory=threading.Lock, repr=False)
+    _incidents_reported: int = 0
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -112,10 +141,13 @@ class ConstellationRun:
            state_dir: str | Path | None = None, on_node_loss: str = "reboot",
            max_restarts: int = 3, persist: bool = True, scheduler: bool = False,
            operator_key: Ed25519PrivateKey | None = None,
-           operator_keys_pem: tuple[bytes | tuple[bytes, tuple[str, ...]], ...] = ()) -> "ConstellationRun":
+           operator_keys_pem: tuple[bytes | tuple[bytes, tuple[str, ...]], ...] = (),
+           supervise_period_s: float | None = 1.0, call_timeout_s: float = CALL_TIMEOUT_S) -> "ConstellationRun":
         """Boot a constellation on Ray. With `persist` (the default) each satellite's storage is
         a block file under `state_dir` (a temporary directory when None, removed by `down`);
         without it, storage is the simulated device in memory and nothing survives a restart.
+        `supervise_period_s` is the supervisor's period (wall time; None: no supervisor thread,
+        `check` only); `call_timeout_s` bounds every query (wall time).
 
         Control requests are signed (`runtime.control`): the run signs its own with `operator_key`
         (a new key when None; `run.operator`), trusted with every control capability; the
@@ -123,12 +155,18 @@ class ConstellationRun:
         or (PEM, capabilities) pairs), and the scheduler's own key (read, write, run).
 
         Raises ConfigError for a bad config; ValueError for a bad host count, placement,
-        on_node_loss, an unknown satellite in `satellites` or a bad operator key; PlacementError
-        when placement "node" finds no alive node labelled for a satellite (nothing is started
-        then)."""
+        on_node_loss, max_restarts, period or timeout, an unknown satellite in `satellites` or a
+        bad operator key; PlacementError when placement "node" finds no alive node labelled for a
+        satellite (nothing is started then)."""
         started = time.perf_counter()
         if on_node_loss not in ("reboot", "report"):
             raise ValueError(f"on_node_loss must be 'reboot' or 'report', got {on_node_loss!r}")
+        if not isinstance(max_restarts, int) or max_restarts < -1:
+            raise ValueError(f"max_restarts must be an int >= -1 (-1: unlimited), got {max_restarts!r}")
+        if supervise_period_s is not None and not supervise_period_s > 0:
+            raise ValueError(f"supervise_period_s must be > 0 or None, got {supervise_period_s!r}")
+        if not call_timeout_s > 0:
+            raise ValueError(f"call_timeout_s must be > 0, got {call_timeout_s!r}")
         constellation = load_constellation(config_path)
         all_ids = constellation.satellite_ids
         ids = tuple(satellites) if satellites else tuple(all_ids)
@@ -159,7 +197,8 @@ class ConstellationRun:
         anchor = time.time() + 2.0  # sim time starts at the epoch a moment from now, on every host
         run = cls(str(config_path), ids, owner_of, [], started_ray, 0.0, plan, placement, names,
                   state_dir=None if state_path is None else str(state_path), owns_state_dir=owns_state_dir,
-                  on_node_loss=on_node_loss, operator=operator)
+                  on_node_loss=on_node_loss, max_restarts=max_restarts, call_timeout_s=call_timeout_s,
+                  operator=operator)
         for index, group in enumerate(groups):
             spec = HostSpec(str(Path(config_path).resolve()), tuple(group), speed,
                             constellation.epoch_utc_s, anchor, hours, plan_json, tuple(trusted_keys_pem),
@@ -181,6 +220,8 @@ class ConstellationRun:
         except Exception:
             run.down()
             raise
+        if supervise_period_s is not None:
+            run.supervisor = Supervisor(run, supervise_period_s).start()
         run.boot_s = time.perf_counter() - started
         return run
 
@@ -192,11 +233,13 @@ class ConstellationRun:
         ).remote(self.specs[index], self.owner_of, self.names, reboot_reason)
 
     @classmethod
-    def attach(cls, address: str | None = "auto",
-               operator_key: Ed25519PrivateKey | None = None) -> "ConstellationRun":
-        """The constellation running on the cluster at `address`, found by its host actors' names;
-        its control requests signed with `operator_key` (one the satellites trust; without it,
-        every control call raises PermissionError). Raises LookupError when none runs there."""
+    def attach(cls, address: str | None = "auto", operator_key: Ed25519PrivateKey | None = None,
+               call_timeout_s: float = CALL_TIMEOUT_S) -> "ConstellationRun":
+        """The constellation running on the cluster at `address`, found by its host actors' names
+        (the hosts that answer within `call_timeout_s` describe it; the others show as
+        "unavailable" in its status); its control requests signed with `operator_key` (one the
+        satellites trust; without it, every control call raises PermissionError). Raises
+        LookupError when none runs there or none answers."""
         start_ray(address, ship_code=False)
         found = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                        if a["namespace"] == NAMESPACE and a["name"].startswith(HOST_PREFIX))
@@ -204,33 +247,108 @@ class ConstellationRun:
             raise LookupError("no orbitos constellation runs on this Ray cluster (start one with "
                               "`orbitos up CONFIG`)")
         handles = [ray.get_actor(name, namespace=NAMESPACE) for name in found]
-        described = ray.get([h.describe.remote() for h in handles])
-        first = described[0]
+        refs = [h.describe.remote() for h in handles]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=call_timeout_s)[0])
+        described = []
+        for ref in refs:
+            if ref in ready:
+                try:
+                    described.append(ray.get(ref, timeout=0))
+                except RayActorError:
+                    continue  # a host Ray reports unavailable: its rows say so
+        if not described:
+            raise LookupError(f"no host of the orbitos constellation answered within {call_timeout_s:g} s "
+                              f"({', '.join(found)}): stopped, stuck or restarting")
+        first = max(described, key=lambda d: sum("." in n for n in d["names"].values()))  # the newest names
         owner_of = {sat: int(index) for sat, index in first["owner_of"].items()}
         names = {int(index): name for index, name in first["names"].items()}
         by_name = dict(zip(found, handles))
+        missing = [names[index] for index in sorted(names) if names[index] not in by_name]
+        if missing:
+            raise LookupError(f"the constellation's hosts {', '.join(missing)} are not on this cluster "
+                              "(being rebooted elsewhere? try again in a moment)")
         actors = [by_name[names[index]] for index in sorted(names)]
         nodes = {owner_of[d["satellites"][0]]: d["node_id"] for d in described}
         return cls(first["config_path"], tuple(first["members"]), owner_of, actors, False, 0.0,
                    ContactPlan.from_json(first["plan_json"]), names=names, nodes=nodes,
-                   state_dir=first["state_dir"], supervising=False,
+                   state_dir=first["state_dir"], supervising=False, call_timeout_s=call_timeout_s,
                    operator=None if operator_key is None else OperatorSigner(operator_key))
 
     # -- node loss -------------------------------------------------------------------------------
     def check(self) -> list[dict[str, Any]]:
-        """Look for hosts whose node is gone; reboot their satellites elsewhere or mark them lost
-        (`runtime.supervision`). Returns the new incidents."""
-        return check_nodes(self)
+        """One supervision pass now (`runtime.supervision`: hosts whose node is gone or whose
+        restarts are used up get their satellites rebooted elsewhere or marked lost). Returns
+        the incidents recorded since the last `check`, by this pass or the supervisor's."""
+        supervise(self)
+        with self.state_lock:
+            new = self.incidents[self._incidents_reported:]
+            self._incidents_reported = len(self.incidents)
+        return new
+
+    # -- bounded calls to the hosts ---------------------------------------------------------------
+    def _gather(self, method: str, *args: Any, indices: list[int] | None = None,
+                timeout_s: float | None = None,
+                args_of: Callable[[int], tuple[Any, ...]] | None = None) -> tuple[dict[int, Any], dict[int, str]]:
+        """Call `method` on the hosts (all that are neither lost nor moving, or `indices`) at
+        once, with `args` (or `args_of(host index)`), and wait at most `timeout_s` (default
+        `call_timeout_s`, wall time) for all of them. Returns (answers by host index, what went
+        wrong by host index); records the failures in `unanswered` by host name. Never raises
+        for a host that fails."""
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        with self.state_lock:
+            chosen = range(len(self.actors)) if indices is None else indices
+            targets = {i: (self.actors[i], self.names[i]) for i in chosen
+                       if i not in self.lost and i not in self.moving}
+        refs = {i: getattr(actor, method).remote(*(args if args_of is None else args_of(i)))
+                for i, (actor, _) in targets.items()}
+        ready = set(ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)[0]) if refs else set()
+        answers: dict[int, Any] = {}
+        failed: dict[int, str] = {}
+        for index, ref in refs.items():
+            if ref not in ready:
+                failed[index] = f"no answer within {timeout:g} s (stopped or stuck)"
+                continue
+            try:
+                answers[index] = ray.get(ref, timeout=0)
+            except RayActorError as exc:
+                failed[index] = f"{type(exc).__name__}: Ray reports the host actor " + \
+                    ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+            except Exception as exc:  # an error inside the host: reported, not raised
+                failed[index] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        self.unanswered = {targets[i][1]: why for i, why in failed.items()}
+        return answers, failed
+
+    def _call(self, satellite: str, method: str, *args: Any) -> Any:
+        """`method` on the host of `satellite`, within `call_timeout_s`. Raises KeyError for an
+        unknown satellite, LookupError for a lost one, SatelliteUnavailable when its host is
+        moving or does not answer; what the host raises for bad arguments."""
+        actor = self._actor(satellite)
+        index = self.owner_of[satellite]
+        try:
+            return ray.get(getattr(actor, method).remote(*args), timeout=self.call_timeout_s)
+        except GetTimeoutError:
+            why = f"no answer within {self.call_timeout_s:g} s (stopped or stuck)"
+        except RayActorError as exc:
+            why = f"{type(exc).__name__}: Ray reports the host actor " + \
+                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        self.unanswered = {self.names[index]: why}
+        raise SatelliteUnavailable(f"{satellite} did not answer: host {self.names[index]} on node "
+                                   f"{self.nodes.get(index, '?')[:12]}: {why}")
 
     # -- control --------------------------------------------------------------------------------
     def _actor(self, satellite: str) -> Any:
-        """Raises KeyError naming an unknown satellite, LookupError for a lost one."""
+        """Raises KeyError naming an unknown satellite, LookupError for a lost one,
+        SatelliteUnavailable for one being rebooted elsewhere."""
         if satellite not in self.owner_of:
             raise KeyError(f"no satellite {satellite!r} in this constellation")
         index = self.owner_of[satellite]
-        if index in self.lost:
-            raise LookupError(f"{satellite} is lost: its node {self.lost[index]['node_id'][:12]} is gone")
-        return self.actors[index]
+        with self.state_lock:
+            if index in self.lost:
+                raise LookupError(f"{satellite} is lost: {self.lost[index].get('cause', 'its node is gone')}")
+            if index in self.moving:
+                raise SatelliteUnavailable(f"{satellite} is moving: its host is being rebooted as "
+                                           f"{self.names[index]} ({self.moving[index]['cause']})")
+            return self.actors[index]
 
     def _sign(self, satellite: str, op: str, args: dict[str, Any] | None,
               via: str | None = None) -> dict[str, Any]:
@@ -261,10 +379,12 @@ class ConstellationRun:
         return results
 
     def control(self, satellite: str, op: str, args: dict[str, Any] | None = None) -> Any:
-        """Perform one control operation (`runtime.control.OPS`) on a satellite by a Ray call;
-        its value. Raises KeyError, LookupError as `_actor`, PermissionError without a key,
-        OSError with the satellite's errno and message."""
-        return result_value(self.control_many([(satellite, op, args)])[0], satellite)
+        """Perform one control operation (`runtime.control.OPS`) on a satellite by a Ray call,
+        within `call_timeout_s`; its value. Raises KeyError, LookupError as `_actor`,
+        SatelliteUnavailable as `_call`, PermissionError without a key, OSError with the
+        satellite's errno and message."""
+        self._actor(satellite)  # an unknown or lost satellite first, whatever the key
+        return result_value(self._call(satellite, "control", [self._sign(satellite, op, args)])[0], satellite)
 
     def deploy(self, image: bytes, to: str = "all", argv: tuple[str, ...] = ()) -> dict[str, int]:
         """Install and start an image on one satellite or all; {satellite: pid}. Raises KeyError,
@@ -291,23 +411,35 @@ class ConstellationRun:
         return ray.get(self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s))
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per satellite (the control op "status" of each); a lost satellite's row says
-        so (state "lost"), as does one whose host does not answer ("unavailable")."""
-        self.check()
+        """One row per satellite, within `call_timeout_s`, with where it runs ("node": short
+        Ray node id, "host": actor name, "incarnation": the lease epoch of its current boot).
+        A satellite whose host did not answer has state "unavailable", one being rebooted
+        elsewhere "moving", a lost one "lost", each with a "note". No side effects."""
+        members = {index: [s for s, i in self.owner_of.items() if i == index] for index in range(len(self.names))}
+        answers, failed = self._gather("control", args_of=lambda index: (
+            [self._sign(s, "status", None) for s in members[index]],))
+        answers = {index: [result["value"] if result.get("ok") else
+                           {"id": s, "state": "unavailable", "note": f"status refused: {result.get('error')}"}
+                           for s, result in zip(members[index], results)]
+                   for index, results in answers.items()}
+        with self.state_lock:
+            names, nodes = dict(self.names), dict(self.nodes)
+            lost, moving = dict(self.lost), dict(self.moving)
         rows: list[dict[str, Any]] = []
-        for index, actor in enumerate(self.actors):
-            members = [s for s, i in self.owner_of.items() if i == index]
-            if index not in self.lost:
-                try:
-                    results = self.control_many([(s, "status", None) for s in members], timeout_s=30.0)
-                    rows.extend(result_value(result, s) for s, result in zip(members, results))
-                    continue
-                except (GetTimeoutError, RayActorError) as exc:
-                    state, note = "unavailable", f"{type(exc).__name__}"
+        for index in range(len(names)):
+            where = {"node": nodes.get(index, "")[:12], "host": names[index]}
+            if index in answers:
+                rows.extend({**row, **where} for row in answers[index])
+                continue
+            if index in lost:
+                state, note = "lost", f"{lost[index]['action']}: {lost[index].get('cause', '')}"
+            elif index in moving:
+                state, note = "moving", f"being rebooted as {names[index]}: {moving[index]['cause']}"
             else:
-                state, note = "lost", self.lost[index]["action"]
+                state, note = "unavailable", failed.get(index, "not asked")
             rows.extend({"id": s, "state": state, "soc": None, "in_eclipse": None, "safe_mode": None,
-                         "links_up": 0, "apps": 0, "alerts": 0, "note": note} for s in members)
+                         "links_up": 0, "apps": 0, "alerts": 0, "incarnation": None, "note": note, **where}
+                        for s, i in self.owner_of.items() if i == index)
         order = {sat: i for i, sat in enumerate(self.satellites)}
         return sorted(rows, key=lambda row: order[row["id"]])
 
@@ -322,23 +454,34 @@ class ConstellationRun:
         return self.control(satellite, "logs", args)
 
     def live_actors(self) -> list[Any]:
-        return [a for i, a in enumerate(self.actors) if i not in self.lost]
+        with self.state_lock:
+            return [a for i, a in enumerate(self.actors) if i not in self.lost and i not in self.moving]
 
     def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        """The hosts that answer within `call_timeout_s`; the others are in `unanswered`."""
         merged: dict[str, list[dict[str, Any]]] = {}
-        for part in ray.get([a.events_since.remote(since) for a in self.live_actors()]):
+        for part in self._gather("events_since", since)[0].values():
             merged.update(part)
         return merged
 
     def now(self) -> float:
-        """Simulation time (UTC POSIX seconds) on the hosts' shared clock."""
-        return ray.get(self.live_actors()[0].now.remote())
+        """Simulation time (UTC POSIX seconds) on the hosts' shared clock. Raises
+        SatelliteUnavailable when no host answers within `call_timeout_s`."""
+        answers, failed = self._gather("now")
+        if not answers:
+            raise SatelliteUnavailable(f"no host answered within {self.call_timeout_s:g} s: "
+                                       + "; ".join(f"{h}: {w}" for h, w in self.unanswered.items()))
+        return answers[min(answers)]
 
     def network_counters(self) -> dict[str, int]:
+        """Totals over the hosts that answer within `call_timeout_s`; "hosts_unanswered" counts
+        the others (named in `unanswered`)."""
+        answers, failed = self._gather("network_counters")
         totals: dict[str, int] = {}
-        for counters in ray.get([a.network_counters.remote() for a in self.live_actors()]):
+        for counters in answers.values():
             for key, value in counters.items():
                 totals[key] = totals.get(key, 0) + value
+        totals["hosts_unanswered"] = len(failed)
         return totals
 
     def _scheduler(self) -> Any:
@@ -358,8 +501,11 @@ class ConstellationRun:
         return ray.get(self._scheduler().tasks.remote())
 
     def down(self) -> None:
-        """Stop every kernel and host; shut Ray down if this run started it; remove the state
-        directory if the run made it."""
+        """Stop the supervisor, every kernel and host; shut Ray down if this run started it;
+        remove the state directory if the run made it."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         try:
             scheduler = self._scheduler()
             ray.get(scheduler.shutdown.remote(), timeout=10.0)

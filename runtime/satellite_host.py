@@ -13,7 +13,10 @@ host sends, not yet across hosts.
 
 With a `state_dir`, each satellite's storage is a block file there (`<state_dir>/<id>.img`,
 fsync'd): a host started again on the same spec reboots its kernels from their file systems,
-with the apps installed by `deploy` (`Kernel.install`) started again.
+with the apps installed by `deploy` (`Kernel.install`) started again. Each boot takes the block
+files' leases (a new incarnation, "incarnation" in the status rows); a host still running on
+the same files after another took them has its kernels fenced (FENCED, state "fenced"), and
+critical events also go to the process's log.
 
 Control: every operation on a satellite is a signed request performed through the one table of
 `runtime.control` (`control_table`), whether it arrives by a Ray call (`control(request)`) or
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -54,7 +58,8 @@ from sim_hw.wire import encode
 RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
-ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
+CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
+_LOG = logging.getLogger("orbitos.host")
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ class SatelliteHost:
                             satellite_id=satellite, hardware=hardware, track=track, config=config,
                             network=self.network, backends=backends, scheduler=scheduler)
             self.kernels[satellite] = kernel
-            kernel.on_process_exit(self._process_ended)
+            kernel.events.listen(lambda event, satellite=satellite: self._log_critical(satellite, event))
             self._endpoints[satellite] = self._endpoint(satellite)
             self.network.attach(satellite, self._endpoints[satellite], hardware)
         for satellite in spec.members or constellation.satellite_ids:
@@ -175,6 +180,13 @@ class SatelliteHost:
             kernel.boot()
         self.network.start()
         return {"satellites": list(self.kernels), "time_utc_s": self.clock.now()}
+
+    @staticmethod
+    def _log_critical(satellite: str, event: Any) -> None:
+        """A critical event (FENCED, HALTED, SERVICE_DEAD, ...) also goes to the host process's
+        log (Ray's worker log): an instance cut off from the cluster can say nothing else."""
+        if event.severity == "critical":
+            _LOG.critical("%s %s: %s", event.event_id, satellite, event.message)
 
     # -- messages -------------------------------------------------------------------------------
     def _endpoint(self, satellite: str) -> Callable[[int, Any, str], None]:
@@ -362,7 +374,8 @@ class SatelliteHost:
         return {"id": satellite, "state": kernel.state, "soc": power.get("soc"),
                 "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
                 "links_up": self._links_up().get(satellite, 0), "apps": len(kernel.live()),
-                "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"]}
+                "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"],
+                "incarnation": kernel.incarnation}
 
     def events_since(self, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
         """Events of each satellite with a sequence number above since[satellite] (0: all)."""

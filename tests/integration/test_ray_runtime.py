@@ -79,7 +79,7 @@ def main(sys, argv):
         while time.monotonic() < deadline:
             try:
                 events = [e["event_id"] for e in run.logs("TB02", 200)]
-            except ray.exceptions.RayActorError:
+            except LookupError:  # SatelliteUnavailable while Ray restarts it: never Ray's own error
                 events = []
             if "REBOOTED" in events and "BOOT_COMPLETE" in events[events.index("REBOOTED"):]:
                 break

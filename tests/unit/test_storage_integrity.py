@@ -232,4 +232,4 @@ def test_a_truncated_block_file_is_refused(tmp_path):
 def test_the_header_is_checksummed():
     header = pack_header(4096, 65_536)
     assert len(header) == HEADER_BYTES
-    assert header[:20] == b"ORBITOS-BLOCKFILE-2\n"
+    assert header[:20] == b"ORBITOS-BLOCKFILE-3\n"
