@@ -151,6 +151,24 @@ class IslNetwork:
             self._schedule(now, ("hop", 0, route, 0, frame, target))
         self._wake.set()
 
+    def _reroute(self, message_id: int, node: str, payload: bytes, target: str) -> None:
+        """A hop cut by a link outage: the message stays in `node`'s custody and is routed again
+        from there now (around the outage, or waiting it out); counted `rerouted`, or
+        `unreachable` when no path is left."""
+        size = len(payload) + FRAME_OVERHEAD_BYTES
+        with self._lock:
+            now = self.clock.now()
+            route = self.router.earliest_arrival(node, target, now, size, self._link_free_at)
+            if route is None:
+                self.counters["unreachable"] += 1
+                return
+            for hop in route.hops:
+                self._link_free_at[hop.window_index] = hop.depart_utc_s + size * 8.0 / hop.window.rate_bps
+            self.counters["rerouted"] = self.counters.get("rerouted", 0) + 1
+            self._schedule(route.hops[0].arrive_utc_s, ("hop", message_id, route, 0,
+                                                        self._seal(route, 0, payload), target))
+        self._wake.set()
+
     # -- the event loop -------------------------------------------------------------------------
     def _loop(self) -> None:
         while self._running:
@@ -179,6 +197,9 @@ class IslNetwork:
         except FrameRejected as rejected:
             with self._lock:
                 self.counters[rejected.reason] += 1
+            return
+        if self.router.interrupted(hop, len(payload) + FRAME_OVERHEAD_BYTES):
+            self._reroute(message_id, hop.window.source, payload, target)  # a link outage cut it
             return
         with self._lock:
             self.counters["hops"] += 1
