@@ -1,0 +1,203 @@
+"""Faults that happen, on a satellite host driven by a virtual clock: scripted node resets, link
+outages and brownouts of a config take effect at their simulated time and clear after; faults
+injected at run time (`SatelliteHost.inject_fault`) too; bad injections are refused naming what
+is wrong. The router goes around an outage, waits it out, and comes back after it."""
+import errno
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from runtime.fault_injection import (FAULT_KINDS, MAX_FAULT_S, check_fault, isl_neighbours,
+                                     parse_target, terminal_peers)
+from runtime.routing import ContactGraphRouter
+from runtime.satellite_host import HostSpec, SatelliteHost
+from sim_hw.clock import VirtualClock
+from sim_hw.constellation import load_constellation
+from sim_hw.world import World
+from tests.unit.kernel.harness import Signer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
+PROFILE = ROOT / "examples" / "profiles" / "three-body.toml"
+_PLANS: dict[str, str] = {}
+
+
+def write_config(directory: Path, scripted: str = "") -> Path:
+    """three-body-12 with no random faults and these [[faults.scripted]] entries."""
+    text = CONFIG.read_text().replace('"../profiles/three-body.toml"', f'"{PROFILE}"')
+    head, _, tail = text.partition("[faults.rates]")
+    rates = "[faults.rates]\n" + "\n".join(f"{k} = 0.0" for k in (
+        "device_failures_per_day", "node_resets_per_day", "link_outages_per_day", "brownouts_per_day"))
+    rest = tail[tail.index("[[faults.ground_events]]"):]
+    path = directory / "faulty.toml"
+    path.write_text(head + rates + "\n\n" + rest + "\n" + scripted)
+    return path
+
+
+def make_host(config: Path, satellites=None, state_dir=None, signer=None):
+    constellation = load_constellation(config)
+    if "plan" not in _PLANS:
+        _PLANS["plan"] = World(constellation, 1.0).contact_plan.to_json()
+    signer = signer or Signer(Path(tempfile.mkdtemp()))
+    public = signer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    ids = constellation.satellite_ids
+    spec = HostSpec(str(config), tuple(satellites or ids), 1.0, constellation.epoch_utc_s, time.time(),
+                    1.0, _PLANS["plan"], (public,), 60.0, state_dir, ids)
+    clock = VirtualClock(constellation.epoch_utc_s)
+    return SatelliteHost(spec, clock=clock), clock, signer
+
+
+def events(host, satellite, event_id):
+    return [e for e in host.kernel(satellite).events.events(event_id)]
+
+
+def test_terminal_mapping_is_the_sorted_neighbours_in_turn():
+    plan = World(load_constellation(CONFIG), 1.0).contact_plan
+    assert isl_neighbours(plan, "TB01") == ["TB02", "TB12"]  # a ring of 12
+    assert terminal_peers(plan, "TB01", 0, 4) == ["TB02"]
+    assert terminal_peers(plan, "TB01", 1, 4) == ["TB12"]
+    assert terminal_peers(plan, "TB01", 2, 4) == [] and terminal_peers(plan, "TB01", 3, 4) == []
+    assert terminal_peers(plan, "TB01", 0, 1) == ["TB02", "TB12"]  # one terminal carries both
+    with pytest.raises(ValueError, match="no laser terminal 4"):
+        terminal_peers(plan, "TB01", 4, 4)
+
+
+def test_bad_fault_arguments_are_refused_naming_what_is_wrong():
+    plan = World(load_constellation(CONFIG), 1.0).contact_plan
+    ids = load_constellation(CONFIG).satellite_ids
+    assert check_fault("TB01-TB02", "link_outage", 30, ids, plan) == ("TB01", "TB02", 30.0)
+    assert check_fault("TB03", "node_reset", 0, ids, plan) == ("TB03", None, 0.0)
+    assert parse_target("TB12-TB01", ids) == ("TB12", "TB01")
+    cases = [("XX", "node_reset", 1, "'XX' is neither"), ("TB01", "meteor", 1, "unknown fault kind 'meteor'"),
+             ("TB01", None, 1, "unknown fault kind"), (None, "brownout", 1, "satellite id or SAT-SAT"),
+             ("TB01", "link_outage", 1, "link_outage targets a link"),
+             ("TB01-TB02", "brownout", 1, "brownout targets a satellite"),
+             ("TB01-TB05", "link_outage", 1, "TB01 and TB05 have no laser link"),
+             ("TB01-TB01", "link_outage", 1, "two different satellites"),
+             ("TB01", "brownout", 0, "out of range"), ("TB01", "brownout", -1, "out of range"),
+             ("TB01", "node_reset", -0.5, "out of range"), ("TB01", "brownout", MAX_FAULT_S + 1, "out of range"),
+             ("TB01", "brownout", math.nan, "finite number"), ("TB01", "brownout", "10", "finite number"),
+             ("TB01", "brownout", True, "finite number"), ("TB01", "brownout", math.inf, "finite number")]
+    for target, kind, duration, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_fault(target, kind, duration, ids, plan)
+    assert set(FAULT_KINDS) == {"node_reset", "link_outage", "brownout"}
+
+
+def test_router_goes_around_an_outage_waits_it_out_and_comes_back():
+    plan = World(load_constellation(CONFIG), 1.0).contact_plan
+    router = ContactGraphRouter(plan)
+    t0 = load_constellation(CONFIG).epoch_utc_s + 600.0
+    before = router.earliest_arrival("TB01", "TB02", t0, 1000)
+    assert before.nodes == ["TB01", "TB02"]
+    covered = router.add_outage("TB01", "TB02", t0 + 100.0, t0 + 400.0)
+    assert covered and all({plan.windows[i].source, plan.windows[i].target} == {"TB01", "TB02"}
+                           for i in covered)
+    assert router.earliest_arrival("TB01", "TB02", t0, 1000).nodes == ["TB01", "TB02"]  # before it
+    during = router.earliest_arrival("TB01", "TB02", t0 + 150.0, 1000)
+    assert during.nodes[0] == "TB01" and during.nodes[-1] == "TB02" and len(during.nodes) == 12
+    assert "TB02" not in during.nodes[1:-1]  # the long way round the ring
+    after = router.earliest_arrival("TB01", "TB02", t0 + 400.0, 1000)
+    window = plan.windows[covered[0]]
+    assert after.nodes == ["TB01", "TB02"]
+    # the link is acquired again after the outage before it carries data
+    assert after.hops[0].depart_utc_s == pytest.approx(t0 + 400.0 + window.data_start - window.start)
+    # a satellite with its only other way out also cut waits in custody for the link
+    router.add_outage("TB01", "TB12", t0 + 100.0, t0 + 400.0)
+    waiting = router.earliest_arrival("TB01", "TB02", t0 + 150.0, 1000)
+    assert waiting.nodes == ["TB01", "TB02"] and waiting.hops[0].depart_utc_s >= t0 + 400.0
+    # a whole node out (a reset): nothing leads to it during the outage
+    router.add_outage("TB05", None, t0, t0 + 1000.0)
+    assert router.earliest_arrival("TB04", "TB05", t0 + 10.0, 1000).hops[-1].depart_utc_s >= t0 + 1000.0
+    with pytest.raises(ValueError, match="finite times"):
+        router.add_outage("TB01", "TB02", t0 + 5, t0)
+
+
+def test_scripted_faults_take_effect_at_their_time_and_clear(tmp_path):
+    epoch = load_constellation(CONFIG).epoch_utc_s
+    scripted = """
+[[faults.scripted]]
+satellite = "TB02"
+kind = "node_reset"
+at_h = 0.05
+
+[[faults.scripted]]
+satellite = "TB01"
+kind = "link_outage"
+at_h = 0.1
+target = "0"
+duration_s = 300.0
+
+[[faults.scripted]]
+satellite = "TB03"
+kind = "brownout"
+at_h = 0.15
+duration_s = 600.0
+"""
+    config = write_config(tmp_path, scripted)
+    host, clock, signer = make_host(config, ("TB01", "TB02", "TB03"), state_dir=str(tmp_path / "state"))
+    reset_at, outage_at, brownout_at = (epoch + h * 3600.0 for h in (0.05, 0.1, 0.15))
+    with clock.participant():
+        try:
+            host.boot()
+            low = signer.image(name="lowapp", priority="low", code="""
+def main(sys, argv):
+    while True:
+        sys.sleep(5.0)
+""")
+            host.deploy("TB02", signer.example("hello"), ("kept",))
+            pid_low = host.deploy("TB03", low)
+            host.kernel("TB02").fs.write_file("/data/note.txt", b"kept across the reset", "runtime", None)
+            first = host.kernel("TB02")
+            clock.sleep_until(reset_at - 1.0)
+            assert host.kernel("TB02") is first and not events(host, "TB02", "REBOOTED")
+            clock.sleep_until(reset_at + 1.0)
+            second = host.kernel("TB02")
+            assert second is not first and second.state == "running" and first.state == "stopped"
+            rebooted = events(host, "TB02", "REBOOTED")
+            assert len(rebooted) == 1 and rebooted[0].time_utc_s == pytest.approx(reset_at)
+            assert "node_reset" in rebooted[0].message
+            assert second.fs.read_file("/data/note.txt") == b"kept across the reset"
+            assert [p["name"] for p in second.ps() if p["state"] != "exited"] in (["hello"], [])
+            assert any(e.fields.get("image") == "/images/hello.img" or "hello" in e.message
+                       for e in second.events.events("APP_START") if e.time_utc_s >= reset_at)
+            assert [e.event_id for e in second.events.events() if e.source == "faults"][:2] == \
+                ["FAULT_INJECTED", "FAULT_CLEARED"]
+
+            # the link outage of terminal 0 of TB01 is its link to TB02
+            router = host.network.router
+            clock.sleep_until(outage_at - 1.0)
+            assert host.network.router.earliest_arrival("TB01", "TB02", clock.now(), 500).nodes == ["TB01", "TB02"]
+            clock.sleep_until(outage_at + 1.0)
+            during = router.earliest_arrival("TB01", "TB02", clock.now(), 500)
+            assert during.nodes != ["TB01", "TB02"] or during.hops[0].depart_utc_s >= outage_at + 300.0
+            assert [e.fields["target"] for e in events(host, "TB01", "FAULT_INJECTED")] == ["TB01-TB02"]
+            assert "TB01-TB02" in [e.fields["target"] for e in events(host, "TB02", "FAULT_INJECTED")]
+            clock.sleep_until(outage_at + 301.0)
+            assert [e.fields["target"] for e in events(host, "TB01", "FAULT_CLEARED")] == ["TB01-TB02"]
+
+            # the brownout: array off the bus, low apps suspended, then back
+            clock.sleep_until(brownout_at - 1.0)
+            tb03 = host.kernel("TB03")
+            assert tb03.brownout is None and not tb03.process(pid_low).suspended
+            clock.sleep_until(brownout_at + 10.0)
+            assert tb03.brownout is not None and tb03.process(pid_low).suspended
+            power = tb03.power_status(max_age_s=0.0)
+            assert power["generation_w"] == 0.0 and power["brownout"] is True
+            assert events(host, "TB03", "BROWNOUT")[0].time_utc_s == pytest.approx(brownout_at)
+            assert host.status()[2]["brownout"] is True
+            clock.sleep_until(brownout_at + 610.0)
+            assert tb03.brownout is None and not tb03.process(pid_low).suspended
+            assert tb03.power_status(max_age_s=0.0)["brownout"] is False
+            assert events(host, "TB03", "BROWNOUT_END")[0].time_utc_s == pytest.approx(brownout_at + 600.0)
+            counters = host.fault_counters()
+            assert counters["node_reset"] == 1 and counters["brownout"] == 1
+            assert counters["link_outage"] == 1 and counters["cleared"] == 3 and counters["active"] == 0
+            assert counters["errors"] == 0
+        finally:
+            host.shutdown()
