@@ -206,7 +206,7 @@ class ConstellationRun:
             else:
                 state, note = "lost", self.lost[index]["action"]
             rows.extend({"id": s, "state": state, "soc": None, "in_eclipse": None, "safe_mode": None,
-                         "links_up": 0, "apps": 0, "alerts": 0, "note": note} for s in members)
+                         "brownout": None, "links_up": 0, "apps": 0, "alerts": 0, "note": note} for s in members)
         order = {sat: i for i, sat in enumerate(self.satellites)}
         return sorted(rows, key=lambda row: order[row["id"]])
 

@@ -348,9 +348,13 @@ class SatelliteHost:
         return self._links_cache[1]
 
     def _status_row(self, satellite: str, kernel: Kernel) -> dict[str, Any]:
-        power = kernel.power_status() if kernel.eps is not None else {}
+        try:
+            power = kernel.power_status() if kernel.eps is not None else {}
+        except OSError:  # a kernel halted by a reset has its devices closed
+            power = {}
         return {"id": satellite, "state": kernel.state, "soc": power.get("soc"),
                 "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
+                "brownout": kernel.brownout is not None,
                 "links_up": self._links_up().get(satellite, 0), "apps": len(kernel.live()),
                 "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"]}
 

@@ -136,12 +136,12 @@ duration_s = 300.0
 [[faults.scripted]]
 satellite = "TB03"
 kind = "brownout"
-at_h = 0.15
+at_h = 0.25
 duration_s = 600.0
 """
     config = write_config(tmp_path, scripted)
     host, clock, signer = make_host(config, ("TB01", "TB02", "TB03"), state_dir=str(tmp_path / "state"))
-    reset_at, outage_at, brownout_at = (epoch + h * 3600.0 for h in (0.05, 0.1, 0.15))
+    reset_at, outage_at, brownout_at = (epoch + h * 3600.0 for h in (0.05, 0.1, 0.25))
     with clock.participant():
         try:
             host.boot()
@@ -199,5 +199,79 @@ def main(sys, argv):
             assert counters["node_reset"] == 1 and counters["brownout"] == 1
             assert counters["link_outage"] == 1 and counters["cleared"] == 3 and counters["active"] == 0
             assert counters["errors"] == 0
+        finally:
+            host.shutdown()
+
+
+def test_brownout_energy_falls_by_the_load_integrated_then_recovers():
+    """In sunlight, a 1,200 s brownout with loads switched inside it: the stored energy falls by
+    exactly (integral of the load) / discharge efficiency, the ledger still balances, nothing is
+    generated meanwhile; after it the array charges the battery again."""
+    from sim_hw.power import (BatterySpec, EnergyLedger, EpsSpec, GenerationProfile, PowerModelError,
+                              PowerSystem, SolarArraySpec)
+    battery = BatterySpec(capacity_wh=1000.0, charge_efficiency=0.9, discharge_efficiency=0.8,
+                          reserve_fraction=0.3, critical_fraction=0.1, initial_soc=0.6)
+    times = [0.0 + 60.0 * k for k in range(200)]
+    import numpy as np
+    profile = GenerationProfile(np.array(times), np.full(len(times), 500.0))  # always lit, 500 W
+    system = PowerSystem(EpsSpec(SolarArraySpec(1.0, 0.3), battery, baseline_power_w=40.0), profile, 0.0)
+    system.cut_generation(1000.0, 2200.0)
+    system.advance_to(1000.0)
+    before_wh, generated_wh = system.energy_wh, system.ledger.generated_wh
+    assert system.generation_w() == 0.0 and system.generation_cut_at(1000.0)
+    system.set_load("gpu0", 150.0, 1300.0)       # 40 W for 300 s, 190 W for 600 s,
+    system.set_load("gpu0", 0.0, 1900.0)         # 40 W for 300 s
+    system.advance_to(2200.0)
+    load_wh = (40.0 * 300 + 190.0 * 600 + 40.0 * 300) / 3600.0
+    assert before_wh - system.energy_wh == pytest.approx(load_wh / 0.8, rel=1e-12, abs=1e-9)
+    assert system.ledger.generated_wh == generated_wh  # nothing generated in the brownout
+    assert not system.generation_cut_at(2200.0) and system.generation_w() == 500.0
+    system.advance_to(2800.0)
+    assert system.energy_wh - (before_wh - load_wh / 0.8) == pytest.approx((500.0 - 40.0) * 0.9 * 600 / 3600)
+    ledger = system.ledger
+    start_wh = 0.6 * 1000.0
+    assert ledger.generated_wh - (ledger.consumed_wh + system.energy_wh - start_wh + ledger.spilled_wh
+                                  + ledger.loss_wh) == pytest.approx(0.0, abs=1e-9)
+    for start, end in ((5.0, 4.0), (float("nan"), 10.0), (0.0, float("inf"))):
+        with pytest.raises(PowerModelError):
+            system.cut_generation(start, end)
+    assert isinstance(EnergyLedger(), EnergyLedger)
+
+
+def test_injected_brownout_shows_in_the_satellites_battery(tmp_path):
+    """A brownout injected on a host: the satellite's battery falls by its loads (the bus's
+    baseline and its devices' idle draw, at the discharge efficiency) for the whole interval,
+    generation is 0, then comes back."""
+    host, clock, _ = make_host(write_config(tmp_path), ("TB01",))
+    with clock.participant():
+        try:
+            host.boot()
+            kernel, hardware = host.kernel("TB01"), host.hardware["TB01"]
+            clock.sleep(100.0)
+            record = host.inject_fault("TB01", "brownout", 900.0)
+            assert record["kind"] == "brownout" and record["target"] == "TB01"
+            assert record["end_utc_s"] - record["start_utc_s"] == 900.0
+            clock.sleep(1.0)
+            hardware.power.advance_to(clock.now())
+            start_wh, start_t = hardware.power.energy_wh, clock.now()
+            consumed_wh, generated_wh = hardware.power.ledger.consumed_wh, hardware.power.ledger.generated_wh
+            load_w = hardware.power.load_w  # idle loads only: no app runs
+            assert kernel.brownout is not None and kernel.power_status(0.0)["generation_w"] == 0.0
+            clock.sleep_until(record["end_utc_s"])
+            hardware.power.advance_to(clock.now())
+            drop_wh = start_wh - hardware.power.energy_wh
+            eta = hardware.profile.eps.battery.discharge_efficiency
+            # exactly the load served (the ledger's integral of the piecewise-constant load) / eta
+            served_wh = hardware.power.ledger.consumed_wh - consumed_wh
+            assert drop_wh == pytest.approx(served_wh / eta, rel=1e-12)
+            assert hardware.power.ledger.generated_wh == generated_wh
+            # and within 0.01 % of the idle loads alone (the scrubber's reads add a few pulses)
+            assert drop_wh == pytest.approx(load_w * (clock.now() - start_t) / 3600.0 / eta, rel=1e-4)
+            clock.sleep(30.0)
+            assert kernel.brownout is None
+            in_sun = hardware.track.illumination_at(clock.now()) > 0.5
+            assert (kernel.power_status(0.0)["generation_w"] > 0.0) == in_sun
+            assert [e.event_id for e in kernel.events.events() if e.source in ("faults", "eps")] == \
+                ["FAULT_INJECTED", "BROWNOUT", "BROWNOUT_END", "FAULT_CLEARED"]
         finally:
             host.shutdown()
