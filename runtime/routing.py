@@ -77,7 +77,7 @@ class ContactGraphRouter:
             while moved and sent <= end:  # past every outage the message would meet
                 moved = False
                 for start, stop in outages:
-                    if start < sent and depart < stop:
+                    if start <= sent and depart < stop:
                         depart = max(depart, stop + acquisition)
                         sent = depart + size_bytes * 8.0 / rate
                         moved = True
@@ -109,7 +109,7 @@ class ContactGraphRouter:
         if not outages:
             return False
         sent = hop.depart_utc_s + size_bytes * 8.0 / hop.window.rate_bps
-        return any(start < sent and hop.depart_utc_s < stop for start, stop in outages)
+        return any(start <= sent and hop.depart_utc_s < stop for start, stop in outages)
 
     def along(self, nodes: list[str], t0: float, size_bytes: float,
               link_free_at: Mapping[int, float] | None = None) -> Route | None:

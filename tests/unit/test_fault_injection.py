@@ -275,3 +275,36 @@ def test_injected_brownout_shows_in_the_satellites_battery(tmp_path):
                 ["FAULT_INJECTED", "BROWNOUT", "BROWNOUT_END", "FAULT_CLEARED"]
         finally:
             host.shutdown()
+
+
+def test_a_hop_cut_by_an_outage_is_routed_again_from_the_satellite_holding_it():
+    """A message on its way TB01 -> TB02 -> TB03 -> TB04 when TB01-TB02 goes down: the network
+    routes it again from TB01, the long way round the ring, and it still arrives (counted
+    rerouted); with both of TB01's links down it waits in TB01's custody until one is back."""
+    from runtime.isl_network import IslNetwork
+    plan = World(load_constellation(CONFIG), 1.0).contact_plan
+    t0 = load_constellation(CONFIG).epoch_utc_s + 60.0
+    clock = VirtualClock(t0)
+    network = IslNetwork(plan, clock)
+    arrivals = []
+    for node in {w.source for w in plan.windows}:
+        network.attach(node, lambda port, data, sender, node=node: arrivals.append((node, data, clock.now())))
+    with clock.participant():
+        network.start()
+        receipt = network.send("TB01", "TB04", 9, b"x" * 1000, "test")
+        assert receipt.route == ("TB01", "TB02", "TB03", "TB04")
+        network.router.add_outage("TB01", "TB02", clock.now(), clock.now() + 600.0)
+        clock.sleep(5.0)
+        assert arrivals and arrivals[0][0] == "TB04" and arrivals[0][2] > receipt.arrival_utc_s
+        assert network.counters["rerouted"] == 1 and network.counters["delivered"] == 1
+        assert network.counters["hops"] == 9  # TB01, TB12, TB11, ..., TB05, TB04: 9 hops, none over the cut link
+
+        receipt = network.send("TB01", "TB02", 9, b"held", "test")
+        network.router.add_outage("TB01", "TB12", clock.now(), clock.now() + 300.0)
+        clock.sleep(299.0)
+        assert len(arrivals) == 1 and network.counters["rerouted"] == 2  # waiting in TB01's custody
+        clock.sleep(400.0)
+        assert [a[1] for a in arrivals] == [b"x" * 1000, b"held"]
+        window = plan.between("TB01", "TB12")[0]
+        assert arrivals[1][2] >= t0 + 300.0 + (window.data_start - window.start)  # reacquired first
+        network.stop()
