@@ -308,3 +308,69 @@ def test_a_hop_cut_by_an_outage_is_routed_again_from_the_satellite_holding_it():
         window = plan.between("TB01", "TB12")[0]
         assert arrivals[1][2] >= t0 + 300.0 + (window.data_start - window.start)  # reacquired first
         network.stop()
+
+
+def test_injected_faults_on_a_host_node_reset_keeps_files_and_apps(tmp_path):
+    """inject_fault as set_damage/set_recovery: a 120 s node reset takes TB02 down (nothing
+    delivered to it, routes wait for it), then it boots again with its files and installed app;
+    a link outage and bad injections."""
+    host, clock, signer = make_host(write_config(tmp_path), ("TB01", "TB02", "TB03"),
+                                    state_dir=str(tmp_path / "state"))
+    receiver = signer.image(name="rx", capabilities={"ports": [5000]}, code="""
+def main(sys, argv):
+    port = sys.bind(5000)
+    while True:
+        sys.recv(port, timeout_s=3600)
+""")
+    with clock.participant():
+        try:
+            host.boot()
+            clock.sleep(30.0)
+            host.deploy("TB02", receiver)
+            host.kernel("TB02").fs.write_file("/data/keep.bin", b"\x01" * 5000, "runtime", None)
+            clock.sleep(1.0)
+            first = host.kernel("TB02")
+            assert first.ports and first.live()
+            record = host.inject_fault("TB02", "node_reset", 120.0)
+            assert set(record) == {"target", "kind", "start_utc_s", "end_utc_s"}
+            assert record["end_utc_s"] == record["start_utc_s"] + 120.0
+            clock.sleep(1.0)
+            assert first.state == "stopped" and host.kernel("TB02") is first
+            assert host.status()[1]["state"] == "stopped"
+            assert not host.deliver("TB02", 5000, "while down", "test")  # refused: it is off
+            route = host.network.router.earliest_arrival("TB01", "TB02", clock.now(), 200)
+            assert route.hops[-1].depart_utc_s >= record["end_utc_s"]  # waits in custody for it
+            clock.sleep_until(record["end_utc_s"] + 5.0)
+            second = host.kernel("TB02")
+            assert second is not first and second.state == "running"
+            assert second.fs.read_file("/data/keep.bin") == b"\x01" * 5000
+            assert [p.name for p in second.live()] == ["rx"] and 5000 in second.ports
+            assert host.deliver("TB02", 5000, "after", "test")
+            ids = [e.event_id for e in second.events.events() if e.time_utc_s >= record["start_utc_s"]]
+            assert ids.index("FAULT_INJECTED") < ids.index("RESETTING") < ids.index("SHUTDOWN") \
+                < ids.index("REBOOTED") < ids.index("BOOT_COMPLETE") < ids.index("FAULT_CLEARED")
+            assert second.events is first.events  # the log goes on across the reset
+
+            outage = host.inject_fault("TB02-TB03", "link_outage", 200.0)
+            clock.sleep(1.0)
+            around = host.network.router.earliest_arrival("TB02", "TB03", clock.now(), 200)
+            assert around.nodes[:2] == ["TB02", "TB01"]  # the other way round the ring
+            assert host.kernel("TB03").events.last("FAULT_INJECTED").fields["target"] == "TB02-TB03"
+            clock.sleep_until(outage["end_utc_s"] + 30.0)
+            assert host.network.router.earliest_arrival("TB02", "TB03", clock.now(), 200).nodes == ["TB02", "TB03"]
+            # a link between two satellites of other hosts is still routed around here
+            assert host.inject_fault("TB07-TB08", "link_outage", 10.0)["target"] == "TB07-TB08"
+
+            for args, message in ((("TB99", "node_reset", 1.0), "'TB99' is neither"),
+                                  (("TB01", "reboot", 1.0), "unknown fault kind 'reboot'"),
+                                  (("TB01", "brownout", -5.0), "out of range"),
+                                  (("TB01-TB03", "link_outage", 5.0), "no laser link")):
+                with pytest.raises(ValueError, match=message):
+                    host.inject_fault(*args)
+            with pytest.raises(ValueError, match="finite UTC time"):
+                host.inject_fault("TB01", "brownout", 5.0, start_utc_s=float("nan"))
+            clock.sleep(1.0)
+            counters = host.fault_counters()
+            assert counters["injected"] == 3 and counters["node_reset"] == 1 and counters["errors"] == 0
+        finally:
+            host.shutdown()
