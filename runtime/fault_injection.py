@@ -28,7 +28,9 @@ applied on every host; what happens inside a satellite only on the host that hol
   suspended, event BROWNOUT) until it ends (`end_brownout`).
 
 Each fault applied is an event FAULT_INJECTED on the satellites it touches that this host holds
-(both ends of a link), FAULT_CLEARED at its end, and counted (`counters_snapshot`).
+(both ends of a link), FAULT_CLEARED at its end, and counted (`counters_snapshot`) by kind and
+source on the host of each satellite it touches (a link between two hosts: on both); a host
+that applies a fault to its routing only counts it as `elsewhere`.
 
 Errors: `inject` and `check_fault` raise ValueError naming a bad target, kind, duration or start.
 """
@@ -146,7 +148,7 @@ class FaultInjector:
         self.members = tuple(members)
         self.terminals = terminals
         self.counters = {"scheduled": 0, "injected": 0, "node_reset": 0, "link_outage": 0,
-                         "brownout": 0, "cleared": 0, "errors": 0}
+                         "brownout": 0, "cleared": 0, "elsewhere": 0, "errors": 0}
         self.active: dict[int, AppliedFault] = {}
         self._queue: list[tuple[float, int, str, int, AppliedFault]] = []
         self._seq = itertools.count()
@@ -265,8 +267,11 @@ class FaultInjector:
         router = self.host.network.router
         with self._lock:
             self.active[ident] = fault
-            self.counters[fault.kind] += 1
-            self.counters["scheduled" if fault.source == "schedule" else "injected"] += 1
+            if self._local(fault.satellite) or self._local(fault.peer):
+                self.counters[fault.kind] += 1
+                self.counters["scheduled" if fault.source == "schedule" else "injected"] += 1
+            else:  # another host's satellites: applied here to routing only
+                self.counters["elsewhere"] += 1
         self._emit(fault, "FAULT_INJECTED", "critical", self._describe(fault))
         if fault.kind == "link_outage" and fault.peer is not None:
             router.add_outage(fault.satellite, fault.peer, max(fault.start_utc_s, now), fault.end_utc_s)
