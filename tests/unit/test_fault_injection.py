@@ -375,3 +375,32 @@ def main(sys, argv):
             assert counters["node_reset"] == 1 and counters["errors"] == 0
         finally:
             host.shutdown()
+
+
+@pytest.mark.slow
+def test_orbitos_fault_refuses_bad_input_without_a_traceback(tmp_path):
+    """`orbitos fault` with a bad kind, duration or missing argument: one line naming what is
+    wrong and exit status 2, before any cluster is reached (no Ray is started)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, ORBITOS_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    cases = [(["TB01", "meteor", "--for", "10"], "unknown fault kind 'meteor'"),
+             (["TB01", "brownout", "--for", "ten"], "--for 'ten': not a duration"),
+             (["TB01", "brownout", "--for", "5parsecs"], "not a duration"),
+             (["TB01", "brownout", "--for", "0"], "out of range for a brownout"),
+             (["TB01", "node_reset", "--for", "-3"], "out of range"),
+             (["TB01", "link_outage", "--for", "inf"], "finite number"),
+             (["TB01", "brownout", "--for", "nan"], "not a duration"),
+             (["TB01", "brownout", "--for", "31d"], "not a duration"),
+             (["TB01", "brownout", "--for", "1000h"], "out of range"),
+             (["TB01", "brownout"], "--for"),
+             (["TB01"], "KIND")]
+    for argv, message in cases:
+        done = subprocess.run([sys.executable, "-m", "runtime.cli", "fault", *argv], env=env,
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 2, (argv, done.stdout, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr, (argv, done.stderr)
+    from runtime.cli_constellation import _fault_duration_s
+    assert [_fault_duration_s(t) for t in ("90", "90s", "5m", "5min", "1.5h", " 2H ")] == \
+        [90.0, 90.0, 300.0, 300.0, 5400.0, 7200.0]
