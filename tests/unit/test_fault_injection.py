@@ -404,3 +404,41 @@ def test_orbitos_fault_refuses_bad_input_without_a_traceback(tmp_path):
     from runtime.cli_constellation import _fault_duration_s
     assert [_fault_duration_s(t) for t in ("90", "90s", "5m", "5min", "1.5h", " 2H ")] == \
         [90.0, 90.0, 300.0, 300.0, 5400.0, 7200.0]
+
+
+def test_kernel_brownout_holds_low_and_normal_apps_with_safe_mode_and_after_it():
+    """A brownout suspends low and normal apps (essential run on), holds apps started during it,
+    and does not resume an app that safe mode also holds; safe mode left during a brownout does
+    not resume one the brownout holds."""
+    from tests.unit.kernel.harness import make_kernel
+    signer = Signer(Path(tempfile.mkdtemp()))
+    kernel = make_kernel(signer)
+    loop = """
+def main(sys, argv):
+    while True:
+        sys.sleep(5.0)
+"""
+    with kernel.clock.participant():
+        kernel.boot()
+        try:
+            low = kernel.spawn(signer.image(name="low", priority="low", code=loop))
+            essential = kernel.spawn(signer.image(name="ess", priority="essential", code=loop))
+            kernel.clock.sleep(1.0)
+            assert kernel.begin_brownout("test", kernel.clock.now() + 100.0) == [low]
+            late = kernel.spawn(signer.image(name="late", priority="normal", code=loop))
+            kernel.clock.sleep(10.0)
+            assert kernel.process(low).state == "suspended" and kernel.process(late).suspended
+            assert not kernel.process(essential).suspended
+            assert kernel.housekeeping()["brownout"] == "test"
+            kernel.enter_safe_mode("a service keeps failing")  # holds low and normal too
+            kernel.apply_safe_mode(0.99)  # safe mode left: the brownout still holds them
+            assert not kernel.governor.safe_mode and kernel.process(low).suspended
+            assert sorted(kernel.end_brownout()) == [low, late]
+            kernel.clock.sleep(10.0)
+            assert kernel.process(low).state != "suspended" and kernel.end_brownout() == []
+            kernel.enter_safe_mode("again")
+            kernel.begin_brownout("second", None)
+            kernel.end_brownout()
+            assert kernel.process(low).suspended  # safe mode holds it still
+        finally:
+            kernel.shutdown()
