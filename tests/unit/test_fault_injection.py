@@ -442,3 +442,52 @@ def main(sys, argv):
             assert kernel.process(low).suspended  # safe mode holds it still
         finally:
             kernel.shutdown()
+
+
+_RING = {}
+
+
+def _ring_plan():
+    if "plan" not in _RING:
+        _RING["plan"] = World(load_constellation(CONFIG), 1.0).contact_plan
+    return _RING["plan"]
+
+
+def test_routes_never_cross_an_outage_and_never_arrive_earlier_for_one():
+    """Property (hypothesis): random outages on random links and nodes, random senders, sizes
+    and times: no hop of a route sends during an outage of its window, and a route with
+    outages never arrives before the same message's route without them."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    plan = _ring_plan()
+    ids = sorted({w.source for w in plan.windows if w.kind == "isl"})
+    t0 = load_constellation(CONFIG).epoch_utc_s
+    outage = st.tuples(st.sampled_from(ids), st.one_of(st.none(), st.sampled_from(ids)),
+                       st.floats(0.0, 3000.0), st.floats(1.0, 900.0))
+    checked = {"routes": 0, "none": 0}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(outage, max_size=6), st.sampled_from(ids), st.sampled_from(ids),
+           st.floats(0.0, 3000.0), st.integers(1, 10_000_000))
+    def check(outages, source, target, offset, size):
+        clear = ContactGraphRouter(plan)
+        router = ContactGraphRouter(plan)
+        for a, b, start, length in outages:
+            if a != b:
+                router.add_outage(a, b, t0 + start, t0 + start + length)
+        route = router.earliest_arrival(source, target, t0 + offset, size)
+        baseline = clear.earliest_arrival(source, target, t0 + offset, size)
+        if route is None:
+            checked["none"] += 1
+            return
+        checked["routes"] += 1
+        assert baseline is not None and route.arrival_utc_s >= baseline.arrival_utc_s
+        for hop in route.hops:
+            sent = hop.depart_utc_s + size * 8.0 / hop.window.rate_bps
+            for start, stop in router.outages(hop.window_index):
+                assert not (start <= sent and hop.depart_utc_s < stop), (hop, start, stop)
+            assert not router.interrupted(hop, size)
+
+    check()
+    assert checked["routes"] > 50
