@@ -57,7 +57,8 @@ class IslNetwork:
         self.identities = identities or {}
         self.default_ttl_s = default_ttl_s
         self.counters = {"queued": 0, "delivered": 0, "expired": 0, "unreachable": 0, "refused": 0,
-                         "tampered": 0, "replayed": 0, "hops": 0, "bytes": 0, "faults": 0}
+                         "tampered": 0, "replayed": 0, "hops": 0, "bytes": 0, "faults": 0,
+                         "rerouted": 0}
         self.tamper: Callable[[SealedFrame], SealedFrame] | None = None  # an adversary on the links
         self._endpoints: dict[str, Deliver] = {}
         self._link_free_at: dict[int, float] = {}
@@ -164,7 +165,7 @@ class IslNetwork:
                 return
             for hop in route.hops:
                 self._link_free_at[hop.window_index] = hop.depart_utc_s + size * 8.0 / hop.window.rate_bps
-            self.counters["rerouted"] = self.counters.get("rerouted", 0) + 1
+            self.counters["rerouted"] += 1
             self._schedule(route.hops[0].arrive_utc_s, ("hop", message_id, route, 0,
                                                         self._seal(route, 0, payload), target))
         self._wake.set()
