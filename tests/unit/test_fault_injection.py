@@ -521,6 +521,7 @@ def main(sys, argv):
             sys.recv(port, timeout_s=20.0)
         except TimeoutError:
             pass
+        sys.sleep(10.0)
 """)
     with clock.participant():
         try:
