@@ -27,6 +27,9 @@ applied on every host; what happens inside a satellite only on the host that hol
   model from its start) and the kernel sheds load (`Kernel.begin_brownout`: low and normal apps
   suspended, event BROWNOUT) until it ends (`end_brownout`).
 
+A kernel's restart request (`Kernel.on_restart_request`: a system service that keeps failing)
+is a node reset of that satellite at once, with the request's reason (counted `requested`).
+
 Each fault applied is an event FAULT_INJECTED on the satellites it touches that this host holds
 (both ends of a link), FAULT_CLEARED at its end, and counted (`counters_snapshot`) by kind and
 source on the host of each satellite it touches (a link between two hosts: on both); a host
@@ -56,7 +59,8 @@ MAX_FAULT_S = 30 * 86_400.0  # an injected fault lasts at most 30 simulated days
 @dataclass(frozen=True)
 class AppliedFault:
     """One fault as the injector applies it: on `satellite` (and its link to `peer` for a link
-    outage), over [start, end) in UTC POSIX s; source "schedule" or "injected"."""
+    outage), over [start, end) in UTC POSIX s; source "schedule", "injected" or "kernel" (a
+    kernel's own restart request)."""
 
     kind: str
     satellite: str
@@ -147,7 +151,7 @@ class FaultInjector:
         self.clock = host.clock
         self.members = tuple(members)
         self.terminals = terminals
-        self.counters = {"scheduled": 0, "injected": 0, "node_reset": 0, "link_outage": 0,
+        self.counters = {"scheduled": 0, "injected": 0, "requested": 0, "node_reset": 0, "link_outage": 0,
                          "brownout": 0, "cleared": 0, "elsewhere": 0, "errors": 0}
         self.active: dict[int, AppliedFault] = {}
         self._queue: list[tuple[float, int, str, int, AppliedFault]] = []
@@ -206,6 +210,13 @@ class FaultInjector:
                              "injected", "injected at run time")
         self._enqueue(fault)
         return fault.record()
+
+    def reset_requested(self, satellite: str, reason: str) -> None:
+        """A kernel asked to be restarted (`Kernel.on_restart_request`, a system service that
+        keeps failing): reset it now, on this host, with its reason (origin "kernel")."""
+        now = self.clock.now()
+        self._enqueue(AppliedFault("node_reset", satellite, None, now, now, "kernel",
+                                   f"restart requested: {reason[:200]}"))
 
     # -- the thread ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -269,7 +280,8 @@ class FaultInjector:
             self.active[ident] = fault
             if self._local(fault.satellite) or self._local(fault.peer):
                 self.counters[fault.kind] += 1
-                self.counters["scheduled" if fault.source == "schedule" else "injected"] += 1
+                self.counters[{"schedule": "scheduled", "kernel": "requested"}.get(fault.source,
+                                                                                  "injected")] += 1
             else:  # another host's satellites: applied here to routing only
                 self.counters["elsewhere"] += 1
         self._emit(fault, "FAULT_INJECTED", "critical", self._describe(fault))

@@ -124,8 +124,11 @@ class SatelliteHost:
 
     def _new_kernel(self, satellite: str, events: EventLog | None = None) -> Kernel:
         args = self._kernel_args[satellite]
-        return Kernel(args["profile"], args["clock"], args["keyring"], events=events,
-                      **{k: v for k, v in args.items() if k not in ("profile", "clock", "keyring")})
+        kernel = Kernel(args["profile"], args["clock"], args["keyring"], events=events,
+                        **{k: v for k, v in args.items() if k not in ("profile", "clock", "keyring")})
+        # a kernel whose services keep failing asks for a restart: the host resets it
+        kernel.on_restart_request = lambda reason: self.faults.reset_requested(satellite, reason)
+        return kernel
 
     def halt_satellite(self, satellite: str, reason: str) -> None:
         """The first half of a reset: the satellite's kernel is shut down (its processes, bus

@@ -555,3 +555,23 @@ def main(sys, argv):
             print("storm:", counters, host.network.counters)
         finally:
             host.shutdown()
+
+
+def test_a_kernels_restart_request_is_a_reset_by_its_host(tmp_path):
+    """A kernel whose services keep failing asks for a restart: its host resets it at once (a
+    new kernel, REBOOTED naming the request), counted `requested`."""
+    host, clock, _ = make_host(write_config(tmp_path), ("TB01",), state_dir=str(tmp_path / "state"))
+    with clock.participant():
+        try:
+            host.boot()
+            first = host.kernel("TB01")
+            first.request_restart("scrubber keeps failing")
+            clock.sleep(1.0)
+            second = host.kernel("TB01")
+            assert second is not first and second.state == "running" and first.state == "stopped"
+            rebooted = second.events.last("REBOOTED")
+            assert "restart requested: scrubber keeps failing" in rebooted.message
+            assert "no restart handler" not in second.events.last("KERNEL_RESTART_REQUESTED").message
+            assert host.fault_counters()["requested"] == 1 and host.fault_counters()["errors"] == 0
+        finally:
+            host.shutdown()
