@@ -138,6 +138,11 @@ class EventLog:
         with self._lock:
             self._listeners.append(listener)
 
+    def unlisten(self, listener: Callable[[Event], None]) -> None:
+        """Stop telling `listener` (a kernel that was reset hands its log to the next one)."""
+        with self._lock:
+            self._listeners = [known for known in self._listeners if known != listener]
+
     def events(self, event_id: str | None = None, source: str | None = None) -> list[Event]:
         """The events kept, oldest first (by seq), optionally of one id and one source."""
         with self._lock:

@@ -66,6 +66,7 @@ EXIT_LIMIT = 137
 MAX_INSTALLED = 256  # entries of the installed-apps table started at boot
 MAX_ARGV = 256
 _STACK_LOCK = threading.Lock()
+BROWNOUT_HELD = ("low", "normal")  # priority classes a brownout suspends (essential, high run on)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Kernel:
                  satellite_id: str = "SAT", backends: Any = "local",
                  hardware: SatelliteHardware | None = None, track: SatelliteTrack | None = None,
                  config: KernelConfig = KernelConfig(), network: Any = None,
-                 scheduler: Any = None) -> None:
+                 scheduler: Any = None, events: EventLog | None = None) -> None:
         self.profile = profile
         self.clock = clock
         self.keyring = keyring
@@ -127,7 +128,9 @@ class Kernel:
                                else SatelliteTrack.reference(satellite_id, clock.now()))
         self.hardware = hardware
         self.backends = backends
-        self.events = EventLog(clock.now)
+        # A kernel booted after a reset continues its predecessor's log (`events`): the record of
+        # what happened is the operator's, not the RAM's.
+        self.events = events if events is not None else EventLog(clock.now)
         self.bus = SoftwareBus(clock.now)
         self.tree: DeviceTree | None = None
         self.fs: FileSystem | None = None
@@ -162,6 +165,8 @@ class Kernel:
         self._install_lock = ClockRLock(clock)  # install's read-modify-write of the table
         self._eps_cache: tuple[float, dict[str, Any]] | None = None
         self._suspended_by_safe_mode: set[int] = set()
+        self.brownout: str | None = None  # the reason while the bus sheds load (`begin_brownout`)
+        self._suspended_by_brownout: set[int] = set()
         self.events.listen(self._publish_event)
 
     # -- boot and shutdown ------------------------------------------------------------------------
@@ -327,6 +332,9 @@ class Kernel:
             self.counters["spawned"] += 1
         self.events.emit("APP_START", "info", process.name, f"{process.name} {verified.manifest.version} "
                          f"started as pid {pid}", pid=pid, signer=verified.signer)  # before it runs
+        if self.brownout is not None and verified.manifest.priority in BROWNOUT_HELD:
+            process.suspended = True  # started during a brownout: held until it ends
+            self._suspended_by_brownout.add(pid)
         app_threads.CpuSweeper.shared().watch(self)
         with _STACK_LOCK:
             previous = threading.stack_size(self.config.thread_stack_bytes)
@@ -871,12 +879,48 @@ class Kernel:
                 self._suspended_by_safe_mode.add(process.pid)
                 suspended.append(process.pid)
             elif not hold and process.pid in self._suspended_by_safe_mode:
-                process.suspended = False
-                process.wakeup.set()
                 self._suspended_by_safe_mode.discard(process.pid)
+                if process.pid not in self._suspended_by_brownout:  # a brownout still holds it
+                    process.suspended = False
+                    process.wakeup.set()
                 resumed.append(process.pid)
         self._suspended_by_safe_mode &= {p.pid for p in self.live()}  # forget the ended ones
         return suspended, resumed
+
+    def begin_brownout(self, reason: str, until_utc_s: float | None = None) -> list[int]:
+        """The bus sheds load (a brownout): the live apps of the classes in BROWNOUT_HELD are
+        suspended, and apps of those classes started meanwhile are held too, until
+        `end_brownout`. An event BROWNOUT (critical) says why; returns the pids suspended now."""
+        self.brownout = reason[:200]
+        suspended = []
+        for process in sorted(self.live(), key=lambda p: p.pid):
+            if process.manifest.priority in BROWNOUT_HELD and process.pid not in self._suspended_by_brownout:
+                process.suspended = True
+                self._suspended_by_brownout.add(process.pid)
+                suspended.append(process.pid)
+        self.events.emit("BROWNOUT", "critical", "eps", f"brownout: {self.brownout}; load shed, "
+                         f"{len(suspended)} apps suspended ({', '.join(BROWNOUT_HELD)})",
+                         reason=self.brownout, suspended=suspended, until_utc_s=until_utc_s)
+        return suspended
+
+    def end_brownout(self) -> list[int]:
+        """The brownout is over: apps it suspended are resumed, unless safe mode holds them.
+        An event BROWNOUT_END; returns the pids resumed (nothing when no brownout was on)."""
+        if self.brownout is None:
+            return []
+        reason, self.brownout = self.brownout, None
+        resumed = []
+        live = {p.pid: p for p in self.live()}
+        for pid in sorted(self._suspended_by_brownout):
+            process = live.get(pid)
+            if process is not None and pid not in self._suspended_by_safe_mode:
+                process.suspended = False
+                process.wakeup.set()
+                resumed.append(pid)
+        self._suspended_by_brownout.clear()
+        self.events.emit("BROWNOUT_END", "warning", "eps", f"brownout over ({reason}): "
+                         f"{len(resumed)} apps resumed", reason=reason, resumed=resumed)
+        return resumed
 
     # -- services -------------------------------------------------------------------------------
     def escalate(self, level: str, service: str, reason: str) -> None:
@@ -913,6 +957,7 @@ class Kernel:
         record: dict[str, Any] = {"satellite": self.satellite_id, "time_utc_s": self.clock.now(),
                                   "uptime_s": self.clock.now() - self.boot_utc_s,
                                   "safe_mode": self.governor.safe_mode, "processes": states,
+                                  "brownout": self.brownout,
                                   "counters": dict(self.counters),
                                   "bus": {"published": self.bus.published, "delivered": self.bus.delivered,
                                           "overflows": self.bus.overflows},

@@ -23,7 +23,8 @@ from typing import Any, TextIO
 from runtime.client import Client, OutOfReach
 
 EXIT_BAD_INPUT = 2
-CONSTELLATION_COMMANDS = ("up", "status", "deploy", "ps", "logs", "connect", "down", "submit", "tasks")
+CONSTELLATION_COMMANDS = ("up", "status", "deploy", "ps", "logs", "connect", "down", "submit", "tasks",
+                          "fault")
 
 
 class CliError(Exception):
@@ -156,6 +157,7 @@ def add_parsers(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="the scheduler's tasks: placement, status, reasons")
     tasks.add_argument("--json", action="store_true")
     address(tasks)
+    add_fault_parser(commands, address)
 
 
 def _trusted_keys(paths: list[Path]) -> tuple[bytes, ...]:
@@ -448,7 +450,74 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
             return cmd_up(args, out)
         if args.command == "connect":
             return cmd_connect(args, out)
+        if args.command == "fault":
+            return cmd_fault(args, out)
         return cmd_control(args, out)
     except CliError as exc:
         print(f"orbitos: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+# -- orbitos fault: runtime fault injection (StarryNet's set_damage / set_recovery) ------------------
+_DURATION_UNITS_S = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _fault_duration_s(text: str) -> float:
+    """Seconds of "90", "90s", "5m", "1.5h". Raises CliError naming the text otherwise."""
+    stripped = text.strip().lower()
+    number = stripped.rstrip("minhs")
+    unit = stripped[len(number):]
+    try:
+        value = float(number) * _DURATION_UNITS_S[unit]
+    except (ValueError, KeyError):
+        raise CliError(f"--for {text!r}: not a duration (seconds, or a number with s, m or h: 90, "
+                       "90s, 5m, 1.5h)") from None
+    return value
+
+
+def add_fault_parser(commands: Any, address: Any) -> None:
+    fault = commands.add_parser(
+        "fault", help="inject a fault now: reset a satellite, cut a laser link, brown one out",
+        description="Apply a fault on the running constellation from now for DURATION simulated "
+                    "time, then clear it (as StarryNet's set_damage and set_recovery). TARGET is a "
+                    "satellite (SAT) or a laser link (SAT-SAT); KIND is node_reset (the satellite "
+                    "reboots after DURATION, files and installed apps kept; 0 reboots at once), "
+                    "link_outage (the link carries nothing: routes go around or wait) or brownout "
+                    "(no solar power, low and normal apps suspended). Prints the fault's times.")
+    fault.add_argument("target", metavar="TARGET", help="SAT or SAT-SAT")
+    fault.add_argument("kind", metavar="KIND", help="node_reset | link_outage | brownout")
+    fault.add_argument("--for", dest="duration", metavar="DURATION", required=True,
+                       help="how long, simulated: 90, 90s, 5m, 1.5h")
+    fault.add_argument("--json", action="store_true", help="print the fault as one JSON object")
+    address(fault)
+
+
+def cmd_fault(args: argparse.Namespace, out: TextIO) -> int:
+    """orbitos fault TARGET KIND --for DURATION: bad kind or duration is refused before any
+    cluster is reached; a bad target once the constellation is found (CliError each)."""
+    from runtime.fault_injection import FAULT_KINDS, check_duration
+
+    if args.kind not in FAULT_KINDS:
+        raise CliError(f"unknown fault kind {args.kind!r}; known: {', '.join(FAULT_KINDS)}")
+    try:
+        duration_s = check_duration(_fault_duration_s(args.duration), args.kind)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    run = _attach(args)
+    try:
+        record = run.inject_fault(args.target, args.kind, duration_s)
+    except (ValueError, LookupError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        json.dump(record, out)
+        out.write("\n")
+        return 0
+    from sim_hw.clock import utc_datetime
+
+    def iso(t: float) -> str:
+        return utc_datetime(t).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    print(f"{record['kind']} on {record['target']}: from {iso(record['start_utc_s'])} to "
+          f"{iso(record['end_utc_s'])} ({record['end_utc_s'] - record['start_utc_s']:g} s simulated)",
+          file=out)
+    return 0

@@ -43,6 +43,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
 from kernel.image import OPERATE_CAPABILITIES, ImageError
 from runtime.control import OperatorSigner, result_value
+from runtime.fault_injection import check_fault
 from runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
 from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
 from runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
@@ -438,7 +439,8 @@ class ConstellationRun:
             else:
                 state, note = "unavailable", failed.get(index, "not asked")
             rows.extend({"id": s, "state": state, "soc": None, "in_eclipse": None, "safe_mode": None,
-                         "links_up": 0, "apps": 0, "alerts": 0, "incarnation": None, "note": note, **where}
+                         "brownout": None, "links_up": 0, "apps": 0, "alerts": 0, "incarnation": None,
+                         "note": note, **where}
                         for s, i in self.owner_of.items() if i == index)
         order = {sat: i for i, sat in enumerate(self.satellites)}
         return sorted(rows, key=lambda row: order[row["id"]])
@@ -482,6 +484,29 @@ class ConstellationRun:
             for key, value in counters.items():
                 totals[key] = totals.get(key, 0) + value
         totals["hosts_unanswered"] = len(failed)
+        return totals
+
+    def inject_fault(self, target: str, kind: str, duration_s: float) -> dict[str, Any]:
+        """Apply a fault now for `duration_s` simulated seconds, as StarryNet's set_damage (and
+        set_recovery at its end): target "SAT" or "SAT-SAT" (a laser link), kind "node_reset",
+        "link_outage" or "brownout" (`runtime.fault_injection`). Every live host gets it (each
+        routes for itself; the satellite's own host resets it or browns it out). Returns
+        {target, kind, start_utc_s, end_utc_s}. Raises ValueError naming a bad target, kind or
+        duration; LookupError when the satellite's host is lost."""
+        satellite, peer, duration = check_fault(target, kind, duration_s, self.satellites, self.plan)
+        if kind != "link_outage":
+            self._actor(satellite)  # LookupError for a lost satellite
+        start = self.now()
+        records = ray.get([actor.inject_fault.remote(target, kind, duration, start)
+                           for actor in self.live_actors()], timeout=30.0)
+        return records[0]
+
+    def fault_counters(self) -> dict[str, int]:
+        """Faults applied on the hosts, summed (a link outage counts once on every host)."""
+        totals: dict[str, int] = {}
+        for counters in ray.get([a.fault_counters.remote() for a in self.live_actors()], timeout=30.0):
+            for key, value in counters.items():
+                totals[key] = totals.get(key, 0) + value
         return totals
 
     def _scheduler(self) -> Any:

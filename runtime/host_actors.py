@@ -223,6 +223,15 @@ class SatelliteHostActor:
         return self.host.events_since(since)
 
     @ray.method(concurrency_group="control")
+    def inject_fault(self, target: str, kind: str, duration_s: float,
+                     start_utc_s: float | None = None) -> dict[str, Any]:
+        return self.host.inject_fault(target, kind, duration_s, start_utc_s)
+
+    @ray.method(concurrency_group="control")
+    def fault_counters(self) -> dict[str, int]:
+        return self.host.fault_counters()
+
+    @ray.method(concurrency_group="control")
     def now(self) -> float:
         return self.host.clock.now()
 

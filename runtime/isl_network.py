@@ -86,7 +86,7 @@ class IslNetwork:
         self.default_ttl_s = default_ttl_s
         self.counters = {"queued": 0, "delivered": 0, "expired": 0, "unreachable": 0, "refused": 0,
                          "lost": 0, "awaiting": 0, "tampered": 0, "replayed": 0, "hops": 0, "bytes": 0,
-                         "faults": 0, "laser_uncharged": 0}
+                         "faults": 0, "laser_uncharged": 0, "rerouted": 0}
         self.tamper: Callable[[SealedFrame], SealedFrame] | None = None  # an adversary on the links
         self._endpoints: dict[str, Deliver] = {}
         self._hardware: dict[str, LaserHardware] = {}
@@ -188,6 +188,23 @@ class IslNetwork:
             self._schedule(now, ("arrive", route, 0, frame, window.target if target is None else target))
         self._wake.set()
 
+    def _reroute(self, binding: MessageBinding, node: str, payload: bytes) -> None:
+        """A hop cut by a link outage: the message stays in `node`'s custody and is routed again
+        from there now (around the outage, or waiting it out), keeping its origin, destination
+        and id; counted `rerouted`, or `unreachable` when no path is left."""
+        size = len(payload) + FRAME_OVERHEAD_BYTES
+        with self._lock:
+            now = self.clock.now()
+            route = self.router.earliest_arrival(node, binding.destination, now, size, self._link_free_at)
+            if route is None:
+                self.counters["unreachable"] += 1
+                return
+            for hop in route.hops:
+                self._link_free_at[hop.window_index] = hop.depart_utc_s + size * 8.0 / hop.window.rate_bps
+            self.counters["rerouted"] += 1
+            self._schedule(route.hops[0].depart_utc_s, ("depart", route, 0, binding, payload))
+        self._wake.set()
+
     # -- the event loop -------------------------------------------------------------------------
     def _loop(self) -> None:
         while self._running:
@@ -246,6 +263,9 @@ class IslNetwork:
         if binding.destination != target or (last and binding.destination != hop.window.target):
             with self._lock:  # authentic, but moved to another route or destination
                 self.counters["tampered"] += 1
+            return
+        if self.router.interrupted(hop, len(opened.payload) + FRAME_OVERHEAD_BYTES):
+            self._reroute(binding, hop.window.source, opened.payload)  # a link outage cut it
             return
         with self._lock:
             self.counters["hops"] += 1

@@ -8,6 +8,13 @@ fully sent before the window closes (messages are not split). Waiting at a node 
 window is store-and-forward: the message stays in that satellite's custody. Dijkstra on arrival
 time gives the earliest arrival (Segui, Jennings, Burleigh, "Enhancing contact graph routing for
 delay tolerant space networking", 2011, in its simplest form).
+
+Link outages (`add_outage`): a laser link (or every link of a satellite being reset) carries
+nothing over [start, end). A window is unusable while an outage covers it; a message must be sent
+whole outside it, and after the outage the link is acquired again (the window's own acquisition
+time, from the end of the outage) before it carries data. Outages are told to the router when
+they happen (no foreknowledge): routes computed before keep their hops, and the ISL network
+asks `interrupted` whether a hop it carries was cut, to route the message again from there.
 """
 from __future__ import annotations
 
@@ -43,6 +50,8 @@ class ContactGraphRouter:
     def __init__(self, plan: ContactPlan, kinds: tuple[str, ...] = ("isl",)) -> None:
         self.plan = plan
         self.down: set[str] = set()  # nodes known lost: no route leads through them
+        # window index -> ((start, end), ...) of the outages on it; replaced whole, never mutated
+        self._outages: dict[int, tuple[tuple[float, float], ...]] = {}
         self.by_source: dict[str, list[int]] = {}
         # per window, what the search reads: (end, data start, rate, latency, target)
         self._fields = [(w.end, w.data_start, w.rate_bps, w.latency_s, w.target) for w in plan.windows]
@@ -61,7 +70,46 @@ class ContactGraphRouter:
             return None
         depart = max(t, data_start, link_free_at.get(index, 0.0))
         sent = depart + size_bytes * 8.0 / rate
+        outages = self._outages.get(index)
+        if outages:
+            acquisition = data_start - self.plan.windows[index].start
+            moved = True
+            while moved and sent <= end:  # past every outage the message would meet
+                moved = False
+                for start, stop in outages:
+                    if start <= sent and depart < stop:
+                        depart = max(depart, stop + acquisition)
+                        sent = depart + size_bytes * 8.0 / rate
+                        moved = True
         return None if sent > end else (depart, sent + latency)
+
+    def add_outage(self, a: str, b: str | None, start_utc_s: float, end_utc_s: float) -> list[int]:
+        """The link between satellites a and b (both directions), or with b None every link of a,
+        carries nothing over [start, end). Returns the window indices it covers. Raises
+        ValueError for an end before the start or a non-finite time."""
+        if not (start_utc_s == start_utc_s and end_utc_s == end_utc_s) or end_utc_s < start_utc_s \
+                or end_utc_s == float("inf") or start_utc_s == float("-inf"):
+            raise ValueError(f"an outage needs finite times with end >= start, got [{start_utc_s}, "
+                             f"{end_utc_s})")
+        covered = [index for index, window in enumerate(self.plan.windows)
+                   if window.kind != "ground" and (window.source == a or window.target == a)
+                   and (b is None or window.source == b or window.target == b)
+                   and window.start < end_utc_s and start_utc_s < window.end]
+        for index in covered:
+            self._outages[index] = self._outages.get(index, ()) + ((start_utc_s, end_utc_s),)
+        return covered
+
+    def outages(self, index: int) -> tuple[tuple[float, float], ...]:
+        """The outages told for one window."""
+        return self._outages.get(index, ())
+
+    def interrupted(self, hop: Hop, size_bytes: float) -> bool:
+        """True when an outage told since the hop was planned covers part of its sending."""
+        outages = self._outages.get(hop.window_index)
+        if not outages:
+            return False
+        sent = hop.depart_utc_s + size_bytes * 8.0 / hop.window.rate_bps
+        return any(start <= sent and hop.depart_utc_s < stop for start, stop in outages)
 
     def along(self, nodes: list[str], t0: float, size_bytes: float,
               link_free_at: Mapping[int, float] | None = None) -> Route | None:

@@ -25,7 +25,13 @@ the gateway satellite to the target (port 0, which apps cannot bind or send to),
 host performs it and the reply travels back the same way, each leg with the contact plan's
 latency. What is out of reach says when a request sent now would arrive.
 
-Errors: KeyError naming a satellite not hosted here; control results carry errno and message.
+Faults (`runtime.fault_injection`): the host applies the node resets, link outages and
+brownouts of the constellation's fault schedule at their simulated times, and those injected at
+run time (`inject_fault`); a reset shuts a satellite's kernel down and boots a new one on the
+same hardware and file system (`halt_satellite`, `restart_satellite`).
+
+Errors: KeyError naming a satellite not hosted here; control results carry errno and message;
+ValueError from inject_fault naming a bad target, kind or duration.
 """
 from __future__ import annotations
 
@@ -44,11 +50,13 @@ from cryptography.hazmat.primitives import serialization
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from kernel.events import EventLog
 from kernel.image import ALL_GRANTS, Grants, Keyring, key_id, operator_grants
 from kernel.kernel import Kernel, KernelConfig
 from runtime.control import ControlTable
+from runtime.fault_injection import FaultInjector
 from runtime.isl_network import IslNetwork
-from sim_hw.clock import WallClock
+from sim_hw.clock import SimClock, WallClock
 from sim_hw.constellation import load_constellation
 from sim_hw.contact_plan import ContactPlan
 from sim_hw.hardware import SatelliteHardware
@@ -112,12 +120,16 @@ class _SatelliteTarget:
 
 class SatelliteHost:
     def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
-                 scheduler: Any = None) -> None:
+                 scheduler: Any = None, clock: SimClock | None = None) -> None:
+        """`clock`: the host's clock (tests pass a VirtualClock); by default a WallClock at the
+        spec's speed anchored at its Unix instant."""
         self.spec = spec
         self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
-        self.clock = WallClock(spec.speed, spec.start_utc_s, spec.anchor_unix_s)
+        self.clock = clock if clock is not None else WallClock(spec.speed, spec.start_utc_s,
+                                                               spec.anchor_unix_s)
         keyring = host_keyring(spec)
+        self.control_table = ControlTable(keyring, self._target)
         self.network = IslNetwork(ContactPlan.from_json(spec.plan_json), self.clock)
         start, end = spec.start_utc_s, spec.start_utc_s + spec.hours * 3600.0
         faults = constellation.fault_schedule(start, end)
@@ -125,6 +137,8 @@ class SatelliteHost:
         if spec.state_dir is not None:
             Path(spec.state_dir).mkdir(parents=True, exist_ok=True)
         self.kernels: dict[str, Kernel] = {}
+        self.hardware: dict[str, SatelliteHardware] = {}
+        self._kernel_args: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, Callable[[int, Any, str], None]] = {}
         for satellite in spec.satellites:
             track = SatelliteTrack.of(constellation, satellite, start, hours=spec.hours)
@@ -133,11 +147,12 @@ class SatelliteHost:
             if spec.state_dir is not None:
                 backends = {"*": "local",
                             "storage0": f"native:storage:{Path(spec.state_dir) / satellite}.img"}
-            kernel = Kernel(constellation.profile_of(satellite), self.clock, keyring,
-                            satellite_id=satellite, hardware=hardware, track=track, config=config,
-                            network=self.network, backends=backends, scheduler=scheduler)
-            self.kernels[satellite] = kernel
-            kernel.events.listen(lambda event, satellite=satellite: self._log_critical(satellite, event))
+            self.hardware[satellite] = hardware
+            self._kernel_args[satellite] = dict(
+                profile=constellation.profile_of(satellite), clock=self.clock, keyring=keyring,
+                satellite_id=satellite, hardware=hardware, track=track, config=config,
+                network=self.network, backends=backends, scheduler=scheduler)
+            self.kernels[satellite] = self._new_kernel(satellite)
             self._endpoints[satellite] = self._endpoint(satellite)
             self.network.attach(satellite, self._endpoints[satellite], hardware)
         for satellite in spec.members or constellation.satellite_ids:
@@ -155,9 +170,56 @@ class SatelliteHost:
         self._host_tag = uuid.uuid4().hex[:8]
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
         self._links_cache: tuple[float, dict[str, int]] = (float("nan"), {})
-        self.control_table = ControlTable(keyring, self._target)
-        for satellite, kernel in self.kernels.items():
-            kernel.housekeeping_sections["control"] = self.control_table.counters_of(satellite).snapshot
+        self.faults = FaultInjector(self, faults, spec.members or constellation.satellite_ids,
+                                    max(p.laser.terminals for p in constellation.profiles))
+
+    def _new_kernel(self, satellite: str, events: EventLog | None = None) -> Kernel:
+        args = self._kernel_args[satellite]
+        kernel = Kernel(args["profile"], args["clock"], args["keyring"], events=events,
+                        **{k: v for k, v in args.items() if k not in ("profile", "clock", "keyring")})
+        # a kernel whose services keep failing asks for a restart: the host resets it
+        kernel.on_restart_request = lambda reason: self.faults.reset_requested(satellite, reason)
+        kernel.on_process_exit(self._process_ended)  # ends of tasks started by "run" go to the scheduler
+        if events is None:  # a log continued from the kernel before a reset has its listener
+            kernel.events.listen(lambda event: self._log_critical(satellite, event))
+        kernel.housekeeping_sections["control"] = self.control_table.counters_of(satellite).snapshot
+        return kernel
+
+    def halt_satellite(self, satellite: str, reason: str) -> None:
+        """The first half of a reset: the satellite's kernel is shut down (its processes, bus
+        queues and port bindings, everything in RAM, are gone); it answers nothing until
+        `restart_satellite`. Raises KeyError for a satellite not hosted here."""
+        kernel = self.kernel(satellite)
+        kernel.events.emit("RESETTING", "critical", "runtime", f"{satellite} going down: {reason}",
+                           reason=reason[:200])
+        kernel.shutdown(timeout_s=5.0)
+
+    def restart_satellite(self, satellite: str, reason: str) -> Kernel:
+        """The second half of a reset: a new kernel boots on the same hardware and file system
+        (files and installed apps kept, the event log continued), with a REBOOTED event saying
+        why. Raises KeyError for a satellite not hosted here."""
+        old = self.kernel(satellite)
+        if old.state not in ("stopped", "new"):
+            old.shutdown(timeout_s=5.0)
+        old.events.unlisten(old._publish_event)
+        kernel = self._new_kernel(satellite, events=old.events)
+        kernel.events.emit("REBOOTED", "warning", "runtime", f"{satellite} rebooted: {reason}",
+                           reason=reason[:200])
+        self.kernels[satellite] = kernel
+        kernel.boot()
+        return kernel
+
+    def inject_fault(self, target: str, kind: str, duration_s: float,
+                     start_utc_s: float | None = None) -> dict[str, Any]:
+        """Apply a fault now (or at `start_utc_s`) for `duration_s` simulated seconds, as
+        StarryNet's set_damage/set_recovery: target "SAT" or "SAT-SAT" (a link), kind
+        node_reset | link_outage | brownout. Returns {target, kind, start_utc_s, end_utc_s}.
+        Raises ValueError naming a bad target, kind or duration."""
+        return self.faults.inject(target, kind, duration_s, start_utc_s)
+
+    def fault_counters(self) -> dict[str, int]:
+        """Faults applied and cleared on this host, by kind and source."""
+        return self.faults.counters_snapshot()
 
     def _target(self, satellite: str) -> "_SatelliteTarget":
         return _SatelliteTarget(self.kernel(satellite), lambda: self.status_row(satellite),
@@ -179,6 +241,7 @@ class SatelliteHost:
                                    f"rebooted: {reason}", reason=reason)
             kernel.boot()
         self.network.start()
+        self.faults.start()
         return {"satellites": list(self.kernels), "time_utc_s": self.clock.now()}
 
     @staticmethod
@@ -190,9 +253,10 @@ class SatelliteHost:
 
     # -- messages -------------------------------------------------------------------------------
     def _endpoint(self, satellite: str) -> Callable[[int, Any, str], None]:
-        kernel = self.kernels[satellite]
-
         def deliver(port: int, message: Any, sender: str) -> None:
+            kernel = self.kernels[satellite]  # the current one: a reset replaces it
+            if kernel.state != "running":
+                raise OSError(errno.ECONNREFUSED, f"{satellite} is {kernel.state}")
             if port == CONTROL_PORT:
                 self._control(satellite, message)
             else:
@@ -370,9 +434,13 @@ class SatelliteHost:
         return self._links_cache[1]
 
     def _status_row(self, satellite: str, kernel: Kernel) -> dict[str, Any]:
-        power = kernel.power_status() if kernel.eps is not None else {}
+        try:
+            power = kernel.power_status() if kernel.eps is not None else {}
+        except OSError:  # a kernel halted by a reset has its devices closed
+            power = {}
         return {"id": satellite, "state": kernel.state, "soc": power.get("soc"),
                 "in_eclipse": power.get("in_eclipse"), "safe_mode": kernel.governor.safe_mode,
+                "brownout": kernel.brownout is not None,
                 "links_up": self._links_up().get(satellite, 0), "apps": len(kernel.live()),
                 "alerts": kernel.events.counts["error"] + kernel.events.counts["critical"],
                 "incarnation": kernel.incarnation}
@@ -386,6 +454,7 @@ class SatelliteHost:
         return dict(self.network.counters)
 
     def shutdown(self) -> None:
+        self.faults.stop()
         self.network.stop()
         self._workers.shutdown(wait=False, cancel_futures=True)
         for kernel in self.kernels.values():

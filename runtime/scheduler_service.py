@@ -278,6 +278,7 @@ class SchedulerService:
             generation = record["generation"]
             payload = self._payloads[name]
             satellite = record["satellite"]
+        started = self.clock.now()  # its end, reported by the kernel, may come before the reply
         try:
             arguments, pid = self._dispatch(payload, satellite)
         except Exception as exc:  # noqa: BLE001 - one task's failure, never the loop's
@@ -287,7 +288,7 @@ class SchedulerService:
             if record["generation"] != generation:
                 return  # replanned meanwhile (its satellite was lost): the new placement stands
             self.counters["dispatched"] += 1
-            record.update(dispatched_utc_s=self.clock.now(), inputs=arguments, pid=pid)
+            record.update(dispatched_utc_s=started, inputs=arguments, pid=pid)
             if pid is None:
                 record.update(status="done", exit_code=None, ended_utc_s=record["dispatched_utc_s"],
                               note="no image to run: placed and its inputs moved")

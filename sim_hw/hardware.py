@@ -26,7 +26,9 @@ Devices queue: an operation that arrives while its device is busy starts when th
 and the wait includes the queueing. Every device's draw goes to the satellite's EPS
 (`PowerSystem`): idle draw always, active draw over each operation's busy interval, laser
 terminals at full draw while pointed and while they carry ISL traffic (`laser_active`). Device failures from the fault schedule make a device
-answer EIO until it is repaired. Calls are serialised; time never runs backwards (a call stamped
+answer EIO until it is repaired; brownouts of the schedule (and those injected at run time with
+`brownout`) take the solar array off the bus for their duration (`PowerSystem.cut_generation`):
+the battery alone carries the loads. Calls are serialised; time never runs backwards (a call stamped
 earlier than the last one, within `max_lag_s`, is taken at the last one's time).
 
 Errors: `OpError` with an errno name (EINVAL, ENODEV, ENOMEM, EIO, ENOTCONN, ENOSPC).
@@ -134,6 +136,8 @@ class SatelliteHardware:
             if event.kind == "device_failure":
                 self._failures.setdefault(event.target, []).append(
                     (event.time, event.time + event.duration_s))
+            elif event.kind == "brownout" and event.time + event.duration_s > self.start_utc_s:
+                self.power.cut_generation(event.time, event.time + event.duration_s)
         for name in self.device_names:
             idle = self.idle_power_w(name)
             if idle:
@@ -149,6 +153,12 @@ class SatelliteHardware:
         return {"satellite": self.satellite_id, "profile": self.profile.name,
                 "devices": [{"name": n, "kind": self.kind_of(n)} for n in self.device_names],
                 "start_utc_s": self.start_utc_s, "now_utc_s": self._last_t}
+
+    def brownout(self, start_utc_s: float, end_utc_s: float) -> None:
+        """Take the solar array off the bus over [start, end) (an injected brownout); a start
+        before the hardware's time is taken as now. Raises PowerModelError for bad times."""
+        with self._lock:
+            self.power.cut_generation(max(start_utc_s, self._last_t), end_utc_s)
 
     # -- device table ---------------------------------------------------------------------------
     def kind_of(self, device: Any) -> str:
@@ -532,7 +542,7 @@ class SatelliteHardware:
                 "critical_fraction": battery.critical_fraction,
                 "generation_w": self.power.generation_w(), "load_w": self.power.load_w,
                 "loads_w": self.power.loads, "illumination": self.track.illumination_at(t),
-                "in_eclipse": self.track.illumination_at(t) < 0.5,
+                "in_eclipse": self.track.illumination_at(t) < 0.5, "brownout": self.power.generation_cut_at(t),
                 "next_eclipse_utc_s": None if eclipse is None else list(eclipse),
                 "generated_wh": float(ledger.generated_wh), "consumed_wh": float(ledger.consumed_wh),
                 "spilled_wh": float(ledger.spilled_wh), "unserved_wh": float(ledger.unserved_wh),

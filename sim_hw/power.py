@@ -15,6 +15,11 @@ Solar array output (Basilisk's simpleSolarPanel): P = S (1 AU / d)^2 nu A max(0,
 nu the illumination fraction from the conical shadow model. Attitude modes: `sun_tracking`
 (n . s = 1 while lit) and `zenith_fixed` (panel normal along the radius vector, away from Earth).
 
+A brownout (`PowerSystem.cut_generation(start, end)`) disconnects the array from the bus for an
+interval: no generation, so the loads are carried by the battery alone and its stored energy
+falls by exactly the load integrated over the interval divided by the discharge efficiency
+(until it empties); generation returns at the end of the interval.
+
 The same segment integrator serves one satellite (`PowerSystem`, event driven, used by the
 kernel) and a whole constellation at once (`integrate_fleet`, numpy over satellites).
 """
@@ -179,6 +184,7 @@ class PowerSystem:
         self._loads: dict[str, float] = {}
         self._pending: list[tuple[float, int, str, float]] = []  # heap of future load changes
         self._sequence = 0
+        self._cuts: list[tuple[float, float]] = []  # brownouts: [start, end) with no generation
 
     @property
     def soc(self) -> float:
@@ -193,7 +199,29 @@ class PowerSystem:
         return dict(self._loads)
 
     def generation_w(self) -> float:
-        return self.generation.power_at(self.t)
+        """The array's output at the current time: 0 during a brownout."""
+        return 0.0 if self.generation_cut_at(self.t) else self.generation.power_at(self.t)
+
+    def generation_cut_at(self, t: float) -> bool:
+        """True when t lies in a brownout interval [start, end)."""
+        return any(start <= t < end for start, end in self._cuts)
+
+    def cut_generation(self, start_utc_s: float, end_utc_s: float) -> None:
+        """A brownout: no generation over [start, end) (the array is off the bus). A start before
+        the model's time is taken as now. Raises PowerModelError for a non-finite time or an end
+        before the start."""
+        if not (np.isfinite(start_utc_s) and np.isfinite(end_utc_s)):
+            raise PowerModelError(f"brownout times must be finite, got {start_utc_s!r}, {end_utc_s!r}")
+        if end_utc_s < start_utc_s:
+            raise PowerModelError(f"brownout ends ({end_utc_s}) before it starts ({start_utc_s})")
+        start = max(float(start_utc_s), self.t)
+        if end_utc_s > start:
+            self._cuts.append((start, float(end_utc_s)))
+            self._cuts.sort()
+
+    def _next_cut_edge_after(self, t: float) -> float:
+        edges = [edge for cut in self._cuts for edge in cut if edge > t]
+        return min(edges) if edges else float("inf")
 
     def advance_to(self, t: float) -> None:
         """Integrate up to t. Raises PowerModelError if t is before the current time."""
@@ -202,6 +230,8 @@ class PowerSystem:
         self._apply_due_changes()
         while self.t < t:
             segment_end = min(t, self.generation.next_change_after(self.t))
+            if self._cuts:
+                segment_end = min(segment_end, self._next_cut_edge_after(self.t))
             if self._pending:
                 segment_end = min(segment_end, self._pending[0][0])
             self.energy_wh = integrate_segment(self.energy_wh, self.eps.battery,
