@@ -300,7 +300,10 @@ def cmd_app(args: argparse.Namespace, out: TextIO) -> int:
             data = readable_file(args.image, "image").read_bytes()
         except OSError as exc:
             return _fail(f"image {args.image}: {exc.strerror}")
-        verified = verify_image(data, keyring)
+        try:
+            verified = verify_image(data, keyring)
+        except ImageError as exc:
+            return _fail(f"image {args.image}: refused: {exc.strerror or exc}")
         manifest = verified.manifest
         if args.json:
             print_json({"image": str(args.image), "ok": True, "signer": verified.signer,
