@@ -18,6 +18,7 @@ import argparse
 import cmd
 import fcntl
 import json
+import logging
 import os
 import shlex
 import signal
@@ -167,6 +168,11 @@ def _attach(args: argparse.Namespace) -> Any:
     address, session = _address(args)  # first: it may set RAY_AUTH_MODE, which Ray reads on import
     from runtime.constellation_run import ConstellationRun
 
+    # Joining from a thread (to bound it) makes Ray warn that it set no SIGTERM handler: the
+    # command's own main thread handles signals, so that warning says nothing to the user.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage())
+
     try:
         run = bounded(lambda: ConstellationRun.attach(address), ATTACH_TIMEOUT_S, f"Ray at {address}")
     except Unresponsive as exc:
@@ -223,7 +229,7 @@ def add_parsers(commands: Any) -> None:
     status = commands.add_parser("status", help="a table of the satellites: state, SoC, links, apps, "
                                                 "where each runs; the simulated time")
     status.add_argument("--json", action="store_true",
-                        help="print one JSON object: now_utc, now_utc_s, mission_elapsed, satellites")
+                        help="print the rows as one JSON list (each with sim_now_utc, mission_elapsed)")
     address(status)
     deploy = commands.add_parser("deploy", help="install and start a signed app image")
     deploy.add_argument("image", type=Path)
@@ -522,10 +528,10 @@ def _print_status(run: Any, args: argparse.Namespace, out: TextIO) -> int:
     except Exception:  # no live host to ask: the table says why
         now = None
     epoch = _epoch(run)
-    if args.json:
-        print_json({"now_utc": iso_utc(now) if now is not None else None, "now_utc_s": now,
-                    "mission_elapsed": mission_elapsed(now, epoch) if now is not None else None,
-                    "epoch_utc": iso_utc(epoch) if epoch is not None else None, "satellites": rows}, out)
+    if args.json:  # the rows, each with the simulated time it was read at
+        stamp = {"sim_now_utc": iso_utc(now) if now is not None else None, "sim_now_utc_s": now,
+                 "mission_elapsed": mission_elapsed(now, epoch) if now is not None else None}
+        print_json([dict(row, **stamp) for row in rows], out)
         return 0
     _status_table(rows, out, title=f"simulated time {iso_utc(now)} ({mission_elapsed(now, epoch)})")
     return 0
