@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete: this console script completes its arguments)
 """The `orbitos` command line.
 
     orbitos world CONFIG [--hours H] [--step S] [--json] [--contact-plan FILE] [--limit N]
@@ -129,28 +130,25 @@ def _fail(message: str) -> int:
 
 
 def _format_table(report: dict[str, Any], limit: int, out: TextIO) -> None:
+    from runtime.cli_output import print_table
+
     total = report["total"]
     print(f"{report['config']}: {total['satellites']} satellites, {report['hours']:g} h from "
           f"{report['start_utc']} at {report['step_s']:g} s steps", file=out)
-    header = (f"{'satellite':<10} {'period':>8} {'eclipse':>8} {'ISL':>4} {'ISL lat':>8} "
-              f"{'passes':>6} {'ground':>7} {'gen Wh':>9} {'used Wh':>9} {'min SoC':>8}")
-    print(header, file=out)
-    print("-" * len(header), file=out)
+
+    def cells(name: str, row: dict[str, Any]) -> list[Any]:
+        latency = "-" if row["isl_mean_latency_s"] is None else f"{row['isl_mean_latency_s'] * 1e3:.2f}ms"
+        return [name, f"{row['period_s'] / 60:.2f}m", f"{row['eclipse_fraction']:.3f}", row["isl_windows"],
+                latency, row["ground_contacts"], f"{row['ground_minutes']:.1f}m",
+                f"{row['energy_generated_wh']:.1f}", f"{row['energy_consumed_wh']:.1f}", f"{row['min_soc']:.3f}"]
+
     rows = report["satellites"] if limit == 0 else report["satellites"][:limit]
-    for sat in rows:
-        latency = "-" if sat["isl_mean_latency_s"] is None else f"{sat['isl_mean_latency_s'] * 1e3:.2f}ms"
-        print(f"{sat['id']:<10} {sat['period_s'] / 60:>7.2f}m {sat['eclipse_fraction']:>8.3f} "
-              f"{sat['isl_windows']:>4d} {latency:>8} {sat['ground_contacts']:>6d} "
-              f"{sat['ground_minutes']:>6.1f}m {sat['energy_generated_wh']:>9.1f} "
-              f"{sat['energy_consumed_wh']:>9.1f} {sat['min_soc']:>8.3f}", file=out)
+    table = [cells(sat["id"], sat) for sat in rows]
+    table.append(cells("total", total))
+    columns = ["satellite", "period", "eclipse", "ISL", "ISL lat", "passes", "ground", "gen Wh", "used Wh", "min SoC"]
+    print_table(columns, table, out, right=columns[1:])
     if len(rows) < len(report["satellites"]):
-        print(f"... {len(report['satellites']) - len(rows)} more (use --limit 0 or --json)", file=out)
-    print("-" * len(header), file=out)
-    latency = "-" if total["isl_mean_latency_s"] is None else f"{total['isl_mean_latency_s'] * 1e3:.2f}ms"
-    print(f"{'total':<10} {total['period_s'] / 60:>7.2f}m {total['eclipse_fraction']:>8.3f} "
-          f"{total['isl_windows']:>4d} {latency:>8} {total['ground_contacts']:>6d} "
-          f"{total['ground_minutes']:>6.1f}m {total['energy_generated_wh']:>9.1f} "
-          f"{total['energy_consumed_wh']:>9.1f} {total['min_soc']:>8.3f}", file=out)
+        print(f"... {len(report['satellites']) - len(rows)} more satellites (use --limit 0 or --json)", file=out)
     print(f"contact plan: {total['contact_plan_windows']} directed windows; unserved load "
           f"{total['energy_unserved_wh']:.1f} Wh; computed in "
           f"{sum(report['timings_s'].values()):.2f} s", file=out)

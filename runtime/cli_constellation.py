@@ -304,7 +304,7 @@ def readable_file(path: Path, what: str) -> Path:
     if path.is_dir():
         raise CliError(f"{what} {path}: is a directory, not a file")
     if not path.exists():
-        raise CliError(f"{what} {path}: no such file")
+        raise CliError(f"{what} {path}: file not found")
     return path
 
 
