@@ -456,7 +456,8 @@ def _status_table(rows: list[dict[str, Any]], out: TextIO, title: str | None = N
         state = row.get("state", "?") if row.get("reachable", True) else "out of reach"
         state = STATE_MARKS.get(state, state)
         cells = [row["id"], state, soc, shadow, row.get("links_up", 0), row.get("apps", 0), row.get("alerts", 0)]
-        cells += [str(row.get(key))[:12] if row.get(key) is not None else None for key in placement]
+        cells += [None if row.get(key) is None else str(row[key])[:12] if key == "node" else row[key]
+                  for key in placement]  # a Ray node id is 56 hex digits: its first 12 name it
         if notes:
             cells.append(row.get("note") or "")
         table.append(cells)

@@ -217,3 +217,52 @@ def test_a_port_that_accepts_but_is_not_ray_is_bounded(tmp_path):
         assert done.elapsed_s < 25.0, done.elapsed_s
     finally:
         server.close()
+
+
+def test_up_claims_its_home_once_and_replaces_a_stale_session(tmp_path, monkeypatch):
+    """In-process: the lock and the session checks `up` makes before it boots anything."""
+    from runtime import cli_constellation as cc
+
+    monkeypatch.setenv("ORBITOS_HOME", str(tmp_path))
+    (tmp_path / "session.json").write_text(json.dumps({"address": "127.0.0.1:9", "pid": 2 ** 22 + 7}))
+    fd = cc._claim_home()  # a dead pid's session: ours to replace
+    try:
+        assert cc._read_session_quietly()["pid"] == 2 ** 22 + 7
+        holder = subprocess.run([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+                                 "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / "up.lock")],
+                                capture_output=True, text=True, timeout=30)
+        assert holder.returncode != 0 and "BlockingIOError" in holder.stderr  # the lock is really held
+    finally:
+        os.close(fd)
+    (tmp_path / "session.json").write_text(json.dumps({"address": "10.0.0.1:6379", "pid": os.getppid()}))
+    with pytest.raises(cc.CliError, match=rf"already runs from .*pid {os.getppid()}, Ray at 10.0.0.1:6379"):
+        cc._claim_home()  # a live pid's session (an `up` without the lock) is not taken over
+    (tmp_path / "session.json").write_text("{broken")
+    os.close(cc._claim_home())
+    assert cc._read_session_quietly() is None and not (tmp_path / "session.json").exists()
+
+
+def test_times_and_status_marks():
+    import io
+
+    from runtime.cli_constellation import _status_table
+    from runtime.cli_output import iso_utc, mission_elapsed
+
+    assert iso_utc(1_780_272_000.4) == "2026-06-01T00:00:00Z" and iso_utc(None) == "-"
+    assert mission_elapsed(1_780_272_000 + 5025, 1_780_272_000) == "T+01:23:45"
+    assert mission_elapsed(1_780_272_000 + 2 * 86_400 + 61, 1_780_272_000) == "T+2d00:01:01"
+    assert mission_elapsed(1_780_271_990, 1_780_272_000) == "T-00:00:10"
+    rows = [{"id": "TB01", "state": "running", "soc": 0.5, "in_eclipse": False, "links_up": 2, "apps": 1,
+             "alerts": 0, "node": "a1b2c3d4e5f6a7b8", "host": "orbitos-host-0", "incarnation": 3},
+            {"id": "TB02", "state": "lost", "soc": None, "in_eclipse": None, "links_up": 0, "apps": 0,
+             "alerts": 0, "note": "node gone; reported lost"},
+            {"id": "TB03", "state": "moving", "soc": None, "in_eclipse": None, "note": "rebooting on n2"}]
+    out = io.StringIO()
+    _status_table(rows, out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["satellite", "state", "SoC", "shadow", "links", "apps", "alerts", "node", "host",
+                                "incarnation", "note"]
+    assert lines[1].split()[:10] == ["TB01", "running", "50.0%", "no", "2", "1", "0", "a1b2c3d4e5f6",
+                                     "orbitos-host-0", "3"]
+    assert "LOST" in lines[2] and "node gone; reported lost" in lines[2]
+    assert "MOVING" in lines[3] and "rebooting on n2" in lines[3]
