@@ -803,3 +803,9 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
         error_line(str(exc))
         out.flush()
         os._exit(EXIT_FAILED)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("ray."):
+            raise  # not Ray's: cli.main reports it as an internal error
+        # a host that died or a constellation going down while the command ran
+        error_line(f"the constellation did not answer: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        return EXIT_FAILED
