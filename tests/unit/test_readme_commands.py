@@ -74,3 +74,14 @@ def test_the_offline_commands_run_as_written(tmp_path):
         ran.append(argv[1] if argv[0] == "app" else argv[0])
     assert {"keygen", "build", "verify", "world"} <= set(ran), ran
     assert (tmp_path / "ops.key").exists() and (tmp_path / "ops.pub").exists()
+
+
+def test_shell_completion_completes_commands_and_options():
+    """argcomplete's protocol, as bash runs it: the line in COMP_LINE, completions on fd 8."""
+    for line, expected in (("orbitos sta", "status"), ("orbitos logs TB01 --sev", "--severity"),
+                           ("orbitos app k", "keygen")):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), _ARGCOMPLETE="1", _ARGCOMPLETE_IFS="\n",
+                   COMP_LINE=line, COMP_POINT=str(len(line)))
+        done = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m runtime.cli 8>&1 9>/dev/null"],
+                              env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0 and expected in done.stdout.split(), (line, done.stdout, done.stderr)
