@@ -64,6 +64,11 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: Text
         table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if needed > console.width:  # never cut a value short: a narrow terminal wraps the line instead
+        console.width = needed
     if title and not terminal:
         console.print(title, markup=False)
     console.print(table)

@@ -268,3 +268,23 @@ def test_times_and_status_marks():
                                      "orbitos-host-0", "3"]
     assert "LOST" in lines[2] and "node gone; reported lost" in lines[2]
     assert "MOVING" in lines[3] and "rebooting on n2" in lines[3]
+
+
+def test_tables_never_cut_a_value_short_on_a_narrow_terminal(monkeypatch):
+    import io
+
+    from runtime.cli_output import print_table
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "40")
+    out = Terminal()
+    long_note = "rebooting on node " + "f" * 56
+    print_table(["satellite", "state", "note"], [["TB01", "MOVING", long_note]], out)
+    assert long_note in out.getvalue() and "…" not in out.getvalue()
+    plain = io.StringIO()
+    print_table(["satellite", "state", "note"], [["TB01", "MOVING", long_note]], plain)
+    assert plain.getvalue().splitlines()[1].split() == ["TB01", "MOVING", "rebooting", "on", "node", "f" * 56]
+    assert "\x1b[" not in plain.getvalue()  # no colour codes off a terminal
