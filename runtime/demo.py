@@ -96,9 +96,9 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
             last_now = now
             if progress is not None:
                 progress.update(now - epoch, happenings,
-                                f"shadow {sum(in_eclipse.values())}/{len(rows)} | links "
-                                f"{sum(r['links_up'] for r in rows) // 2} | alerts {counts['alerts']} | "
-                                f"min SoC {min_soc:.2f}")
+                                f"shadow {sum(in_eclipse.values())}/{len(rows)} links "
+                                f"{sum(r['links_up'] for r in rows) // 2} alerts {counts['alerts']} "
+                                f"SoC>={min_soc:.2f}")
             if now >= end:
                 break
             time.sleep(poll_s)  # wall time between polls of the running constellation
@@ -138,9 +138,15 @@ class _Progress:
             from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
 
-            self.bar = Progress(TextColumn("sim T+{task.fields[sim]}"), BarColumn(), TaskProgressColumn(),
-                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                TextColumn("{task.fields[news]}"), console=Console(file=out), transient=False)
+            from rich.table import Column
+
+            fixed = {"table_column": Column(no_wrap=True, min_width=7)}  # times are never cut short
+            self.bar = Progress(TextColumn("T+{task.fields[sim]}", **fixed), BarColumn(bar_width=16),
+                                TaskProgressColumn(), TimeElapsedColumn(**fixed), TextColumn("ETA"),
+                                TimeRemainingColumn(**fixed),
+                                TextColumn("{task.fields[news]}", table_column=Column(no_wrap=True,
+                                                                                      overflow="ellipsis")),
+                                console=Console(file=out), transient=False)
             self.task = self.bar.add_task("demo", total=sim_seconds, sim="00:00:00", news="")
             self.bar.start()
 
