@@ -47,7 +47,7 @@ from runtime.fault_injection import check_fault
 from runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
 from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
 from runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
-                                 labelled_nodes, start_ray)
+                                 labelled_nodes, mark_stopping, start_ray)
 from runtime.satellite_host import CLIENT_TTL_S, HostSpec
 from runtime.supervision import Supervisor, supervise
 from sim_hw.constellation import load_constellation
@@ -183,6 +183,7 @@ class ConstellationRun:
             plan = restrict_plan(plan, set(ids), set(all_ids))
         plan_json = plan.to_json()
         started_ray = start_ray(address, num_cpus)
+        mark_stopping(False)  # a constellation taken down before on this cluster is history
         try:
             groups = host_groups(ids, placement, hosts, labelled_nodes() if placement == "node" else None,
                                  SATELLITE_LABEL)
@@ -528,6 +529,7 @@ class ConstellationRun:
     def down(self) -> None:
         """Stop the supervisor, every kernel and host; shut Ray down if this run started it;
         remove the state directory if the run made it."""
+        mark_stopping()  # first: the supervisor of the run that started it must not reboot them
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None

@@ -1,8 +1,10 @@
 """`orbitos demo`: the Three-Body-12 constellation on an embedded Ray, a flood watcher on every
 satellite, alerts relayed over the ISL network to one collector, two orbits at 60x speed.
 
-A live progress line shows the simulated time and what is happening (eclipses entered, laser
-links acquired, floods detected and reported); a summary ends the run (`--json`: one object
+A live `rich` progress bar (simulated time, elapsed wall time and ETA) shows what is happening
+(eclipses entered, laser links acquired, floods detected and reported) on a terminal; written to
+a file or a pipe, the same news is plain lines, one per happening plus a progress line every 10%.
+A summary ends the run (`--json`: one object
 with satellites, sim_seconds, wall_seconds, alerts, isl_messages_delivered,
 isl_messages_expired, min_soc, apps_running, and more).
 """
@@ -66,6 +68,7 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
         rows: list[dict[str, Any]] = []
         plan_windows = [w for w in run.plan.windows if w.kind == "isl" and w.source < w.target]
         last_now = epoch - 1.0
+        progress = _Progress(out, sim_seconds) if live else None
         while True:
             now = run.now()
             rows = run.status()
@@ -91,19 +94,16 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
                     counts["link_acquisitions"] += 1
                     happenings.append(f"laser link {window.source}-{window.target} acquired")
             last_now = now
-            if live:
-                for line in happenings:
-                    out.write(f"\r\033[K  [{_clock_text(now - epoch)}] {line}\n")
-                done = min(1.0, (now - epoch) / sim_seconds)
-                bar = "#" * int(done * 30) + "." * (30 - int(done * 30))
-                out.write(f"\r\033[K[{bar}] {done:5.1%} sim {_clock_text(now - epoch)} | "
-                          f"in shadow {sum(in_eclipse.values())}/{len(rows)} | links "
-                          f"{sum(r['links_up'] for r in rows) // 2} | alerts {counts['alerts']} | "
-                          f"min SoC {min_soc:.2f}")
-                out.flush()
+            if progress is not None:
+                progress.update(now - epoch, happenings,
+                                f"shadow {sum(in_eclipse.values())}/{len(rows)} links "
+                                f"{sum(r['links_up'] for r in rows) // 2} alerts {counts['alerts']} "
+                                f"SoC>={min_soc:.2f}")
             if now >= end:
                 break
-            time.sleep(poll_s)
+            time.sleep(poll_s)  # wall time between polls of the running constellation
+        if progress is not None:
+            progress.stop()
         network = run.network_counters()
         summary = {
             "config": constellation.spec.name, "satellites": len(run.satellites), "hosts": hosts,
@@ -121,8 +121,56 @@ def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float =
     return summary
 
 
+class _Progress:
+    """The demo's progress: a rich bar with elapsed time and ETA on a terminal, plain lines
+    (each happening, and the progress every 10%) otherwise."""
+
+    def __init__(self, out: TextIO, sim_seconds: float) -> None:
+        from runtime.cli_output import is_terminal
+
+        self.out = out
+        self.sim_seconds = sim_seconds
+        self.next_tenth = 1
+        self.terminal = is_terminal(out)
+        self.bar: Any = None
+        if self.terminal:
+            from rich.console import Console
+            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            from rich.table import Column
+
+            fixed = {"table_column": Column(no_wrap=True, min_width=7)}  # times are never cut short
+            self.bar = Progress(TextColumn("T+{task.fields[sim]}", **fixed), BarColumn(bar_width=16),
+                                TaskProgressColumn(), TimeElapsedColumn(**fixed), TextColumn("ETA"),
+                                TimeRemainingColumn(**fixed),
+                                TextColumn("{task.fields[news]}", table_column=Column(no_wrap=True,
+                                                                                      overflow="ellipsis")),
+                                console=Console(file=out), transient=False)
+            self.task = self.bar.add_task("demo", total=sim_seconds, sim="00:00:00", news="")
+            self.bar.start()
+
+    def update(self, elapsed_s: float, happenings: list[str], news: str) -> None:
+        clock = _clock_text(elapsed_s)
+        if self.bar is not None:
+            for line in happenings:
+                self.bar.console.print(f"  [T+{clock}] {line}", markup=False, highlight=False)
+            self.bar.update(self.task, completed=min(elapsed_s, self.sim_seconds), sim=clock, news=news)
+            return
+        for line in happenings:
+            self.out.write(f"  [T+{clock}] {line}\n")
+        while elapsed_s >= self.next_tenth * self.sim_seconds / 10 and self.next_tenth <= 10:
+            self.out.write(f"progress {self.next_tenth * 10}% sim T+{clock} | {news}\n")
+            self.next_tenth += 1
+        self.out.flush()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def print_summary(summary: dict[str, Any], out: TextIO) -> None:
-    out.write("\n\n")
+    out.write("\n")
     out.write(f"{summary['config']}: {summary['satellites']} satellites on {summary['hosts']} Ray hosts, "
               f"{summary['orbits']:g} orbits ({summary['sim_seconds'] / 60:.1f} simulated minutes) in "
               f"{summary['wall_seconds']:.1f} s at {summary['speed']:g}x\n")

@@ -45,6 +45,29 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
     return True
 
 
+STOPPING_KEY = "stopping"
+
+
+def mark_stopping(stopping: bool = True) -> None:
+    """Tell every process of the cluster that the constellation is being taken down on purpose
+    (`down`, from any process), so that the supervisor of the run that started it does not take
+    the hosts it sees die for faults. Kept in the GCS key-value store (Ray's internal KV: the
+    one place this module touches that API)."""
+    from ray.experimental import internal_kv
+
+    if stopping:
+        internal_kv._internal_kv_put(STOPPING_KEY, b"1", namespace=NAMESPACE)
+    else:
+        internal_kv._internal_kv_del(STOPPING_KEY, namespace=NAMESPACE)
+
+
+def is_stopping() -> bool:
+    """True once some process called `mark_stopping` for this cluster's constellation."""
+    from ray.experimental import internal_kv
+
+    return internal_kv._internal_kv_get(STOPPING_KEY, namespace=NAMESPACE) is not None
+
+
 def labelled_nodes(label: str = SATELLITE_LABEL) -> dict[str, str]:
     """Alive Ray nodes carrying `label`: {label value: node id}."""
     return {n["Labels"][label]: n["NodeID"] for n in ray.nodes()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-from runtime.ray_cluster import HOST_NAME
+from runtime.ray_cluster import HOST_NAME, is_stopping
 
 if TYPE_CHECKING:
     from runtime.constellation_run import ConstellationRun
@@ -74,8 +74,12 @@ class Supervisor:
 
 
 def supervise(run: "ConstellationRun") -> list[dict[str, Any]]:
-    """One pass (nodes, then hosts), one at a time per run; the new incidents."""
+    """One pass (nodes, then hosts), one at a time per run; the new incidents. None once the
+    constellation is being taken down on purpose (`down` from any process): hosts dying then
+    are not faults."""
     with run.supervising_lock:
+        if is_stopping():
+            return []
         return check_nodes(run) + check_hosts(run)
 
 
