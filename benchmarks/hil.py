@@ -131,11 +131,11 @@ def main() -> None:
         serve_baseline()
         return
 
-    from drivers.transport import TcpTransport
+    from orbitos.drivers.transport import TcpTransport
 
     client_cpus, server_cpus = cpu_plan()
     os.sched_setaffinity(0, client_cpus)
-    device_process, device_address = start([sys.executable, "-m", "runtime.cli", "hw", "serve",
+    device_process, device_address = start([sys.executable, "-m", "orbitos.runtime.cli", "hw", "serve",
                                             str(PROFILE), "--port", "0",
                                             "--start", "2026-06-01T00:00:00Z"], server_cpus)
     baseline_process, baseline_address = start([sys.executable, __file__, "--serve-baseline"],

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 import ray  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
-from kernel.image import build_image, generate_key, load_private_key  # noqa: E402
-from runtime.constellation_run import ConstellationRun  # noqa: E402
-from runtime.ray_cluster import start_ray  # noqa: E402
+from orbitos.kernel.image import build_image, generate_key, load_private_key  # noqa: E402
+from orbitos.runtime.constellation_run import ConstellationRun  # noqa: E402
+from orbitos.runtime.ray_cluster import start_ray  # noqa: E402
 
 CONFIGS = {12: ROOT / "examples" / "constellations" / "three-body-12.toml",
            386: ROOT / "examples" / "constellations" / "walker-386.toml",

@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.scheduler.evaluate import evaluate  # noqa: E402
-from runtime.scheduler.policies import POLICIES, plan  # noqa: E402
-from runtime.scheduler.state import ConstellationState  # noqa: E402
-from runtime.scheduler.workload import generate, random_soc  # noqa: E402
-from sim_hw.constellation import load_constellation  # noqa: E402
-from sim_hw.world import World  # noqa: E402
+from orbitos.runtime.scheduler.evaluate import evaluate  # noqa: E402
+from orbitos.runtime.scheduler.policies import POLICIES, plan  # noqa: E402
+from orbitos.runtime.scheduler.state import ConstellationState  # noqa: E402
+from orbitos.runtime.scheduler.workload import generate, random_soc  # noqa: E402
+from orbitos.sim_hw.constellation import load_constellation  # noqa: E402
+from orbitos.sim_hw.world import World  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
                       state_setup_s=round(setup_s, 2))
         print(json.dumps(record), flush=True)
     if args.milp:
-        from runtime.scheduler.milp import compare_small
+        from orbitos.runtime.scheduler.milp import compare_small
         print(json.dumps(compare_small(args.config, args.seed)), flush=True)
 
 

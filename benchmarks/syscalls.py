@@ -30,10 +30,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kernel.image import Keyring, build_image, generate_key, load_private_key  # noqa: E402
-from kernel.kernel import Kernel, KernelConfig  # noqa: E402
-from sim_hw.clock import VirtualClock  # noqa: E402
-from sim_hw.profile import load_profile  # noqa: E402
+from orbitos.kernel.image import Keyring, build_image, generate_key, load_private_key  # noqa: E402
+from orbitos.kernel.kernel import Kernel, KernelConfig  # noqa: E402
+from orbitos.sim_hw.clock import VirtualClock  # noqa: E402
+from orbitos.sim_hw.profile import load_profile  # noqa: E402
 
 APP = '''
 import time

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sim_hw.constellation import load_constellation
-from sim_hw.frames import julian_date
-from sim_hw.links import build_contact_plan
-from sim_hw.orbits import propagate
-from sim_hw.world import World
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.frames import julian_date
+from orbitos.sim_hw.links import build_contact_plan
+from orbitos.sim_hw.orbits import propagate
+from orbitos.sim_hw.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
 

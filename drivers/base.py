@@ -33,14 +33,14 @@ import errno
 import threading
 from typing import Any, ClassVar
 
-from drivers.errors import device_error
-from drivers.replies import BadReply, check_timing, check_value
-from drivers.transport import Transport
-from sim_hw.clock import SimClock
-from sim_hw.device_ops import OpError, check_args
-from sim_hw.device_pricing import DeviceModel, price_operation
-from sim_hw.devices.cost import DeviceCost
-from sim_hw.hardware import OpResult
+from orbitos.drivers.errors import device_error
+from orbitos.drivers.replies import BadReply, check_timing, check_value
+from orbitos.drivers.transport import Transport
+from orbitos.sim_hw.clock import SimClock
+from orbitos.sim_hw.device_ops import OpError, check_args
+from orbitos.sim_hw.device_pricing import DeviceModel, price_operation
+from orbitos.sim_hw.devices.cost import DeviceCost
+from orbitos.sim_hw.hardware import OpResult
 
 
 class Driver:

@@ -22,20 +22,20 @@ import errno
 from dataclasses import dataclass
 from typing import Mapping
 
-from drivers.base import Driver
-from drivers.eps import EpsDriver
-from drivers.fpga import FpgaDriver
-from drivers.gpu import GpuDriver
-from drivers.imager import ImagerDriver
-from drivers.laser import LaserDriver
-from drivers.native import NativeGpuTransport, NativeStorageTransport
-from drivers.storage import StorageDriver
-from drivers.transport import DEFAULT_TIMEOUT_S, LocalTransport, TcpTransport, Transport
-from sim_hw.clock import SimClock
-from sim_hw.device_ops import device_kind
-from sim_hw.device_pricing import device_model
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import HardwareProfile
+from orbitos.drivers.base import Driver
+from orbitos.drivers.eps import EpsDriver
+from orbitos.drivers.fpga import FpgaDriver
+from orbitos.drivers.gpu import GpuDriver
+from orbitos.drivers.imager import ImagerDriver
+from orbitos.drivers.laser import LaserDriver
+from orbitos.drivers.native import NativeGpuTransport, NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.drivers.transport import DEFAULT_TIMEOUT_S, LocalTransport, TcpTransport, Transport
+from orbitos.sim_hw.clock import SimClock
+from orbitos.sim_hw.device_ops import device_kind
+from orbitos.sim_hw.device_pricing import device_model
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import HardwareProfile
 
 DRIVER_CLASSES: dict[str, type[Driver]] = {
     cls.kind: cls for cls in (GpuDriver, FpgaDriver, LaserDriver, StorageDriver, ImagerDriver, EpsDriver)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.base import Driver
+from orbitos.drivers.base import Driver
 
 
 class EpsDriver(Driver):

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import Driver
-from sim_hw.devices.cost import DeviceModelError
-from sim_hw.devices.fpga import Bitstream
+from orbitos.drivers.base import Driver
+from orbitos.sim_hw.devices.cost import DeviceModelError
+from orbitos.sim_hw.devices.fpga import Bitstream
 
 
 def bitstream_manifest(name: str, kernel: str, bitstream: bytes) -> dict[str, Any]:

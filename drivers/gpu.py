@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import Driver
+from orbitos.drivers.base import Driver
 
 
 class GpuDriver(Driver):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from drivers.base import Driver
-from drivers.replies import MAX_WAIT_S
+from orbitos.drivers.base import Driver
+from orbitos.drivers.replies import MAX_WAIT_S
 
 
 class LaserDriver(Driver):

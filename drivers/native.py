@@ -39,12 +39,12 @@ from typing import Any
 import crc32c
 import numpy as np
 
-from drivers.errors import device_error
-from drivers.storage import TAG_BYTES
-from drivers.transport import Transport
-from sim_hw.compute_kernels import KERNELS, KernelError, operation_count, run_kernel
-from sim_hw.device_ops import OpError, check_args
-from sim_hw.hardware import OpResult
+from orbitos.drivers.errors import device_error
+from orbitos.drivers.storage import TAG_BYTES
+from orbitos.drivers.transport import Transport
+from orbitos.sim_hw.compute_kernels import KERNELS, KernelError, operation_count, run_kernel
+from orbitos.sim_hw.device_ops import OpError, check_args
+from orbitos.sim_hw.hardware import OpResult
 
 _MAGIC = b"ORBITOS-BLOCKFILE-3\n"
 _HEADER = struct.Struct(">20sIIQ64sI")  # magic, block_bytes, blocks, lease epoch, holder, CRC32C

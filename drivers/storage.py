@@ -32,7 +32,7 @@ from typing import Any
 
 import crc32c
 
-from drivers.base import Driver
+from orbitos.drivers.base import Driver
 
 TAG_MAGIC = b"OBK1"
 _TAG = struct.Struct(">4sI")  # magic, CRC32C seal

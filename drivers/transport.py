@@ -24,10 +24,10 @@ from abc import ABC, abstractmethod
 from typing import Any
 from urllib.parse import urlparse
 
-from drivers.errors import device_error
-from sim_hw.device_ops import OpError
-from sim_hw.hardware import OpResult, SatelliteHardware
-from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout, encode,
+from orbitos.drivers.errors import device_error
+from orbitos.sim_hw.device_ops import OpError
+from orbitos.sim_hw.hardware import OpResult, SatelliteHardware
+from orbitos.sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout, encode,
                          read_frame)
 
 DEFAULT_TIMEOUT_S = 30.0

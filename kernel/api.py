@@ -29,16 +29,16 @@ import weakref
 from collections import deque
 from typing import Any, Callable, TypeVar
 
-from kernel.arguments import (MAX_SECONDS, exact_bool, exact_bytes, exact_int, exact_seconds, exact_str,
+from orbitos.kernel.arguments import (MAX_SECONDS, exact_bool, exact_bytes, exact_int, exact_seconds, exact_str,
                               exact_str_list, plain, safe_repr)
-from kernel.bus import check_topic
-from kernel.fs import normalize
-from kernel.handles import DeviceHandle, FileHandle, PortHandle, SubscriptionHandle, expect
-from kernel.image import MAX_IMAGE_BYTES
-from kernel.kernel import EXIT_KILLED, Kernel, PortBinding
-from kernel.process import Process, ProcessExit
-from sim_hw.device_ops import OpError, check_args, device_kind
-from sim_hw.wire import FrameTooLarge, encode
+from orbitos.kernel.bus import check_topic
+from orbitos.kernel.fs import normalize
+from orbitos.kernel.handles import DeviceHandle, FileHandle, PortHandle, SubscriptionHandle, expect
+from orbitos.kernel.image import MAX_IMAGE_BYTES
+from orbitos.kernel.kernel import EXIT_KILLED, Kernel, PortBinding
+from orbitos.kernel.process import Process, ProcessExit
+from orbitos.sim_hw.device_ops import OpError, check_args, device_kind
+from orbitos.sim_hw.wire import FrameTooLarge, encode
 
 F = TypeVar("F", bound=Callable[..., Any])
 SEVERITIES = ("debug", "info", "warning", "error", "critical")

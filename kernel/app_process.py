@@ -1,4 +1,4 @@
-"""The app side of a process-isolated app: `python -m kernel.app_process NAME`, started by the
+"""The app side of a process-isolated app: `python -m orbitos.kernel.app_process NAME`, started by the
 kernel (kernel/isolation.py) with its socket as fd 3.
 
 It reads the start frame, limits itself (RLIMIT_AS from limits.address_space_bytes,
@@ -25,8 +25,8 @@ import sys
 import threading
 from typing import Any
 
-from kernel.loader import load_entry
-from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, FrameTooLarge, encode, read_frame
+from orbitos.kernel.loader import load_entry
+from orbitos.sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, FrameTooLarge, encode, read_frame
 
 CHANNEL_FD = 3
 

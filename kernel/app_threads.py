@@ -28,7 +28,7 @@ import time
 import weakref
 from typing import Any
 
-from kernel.process import Process, ProcessExit
+from orbitos.kernel.process import Process, ProcessExit
 
 _OWNERS: dict[int, Process] = {}  # thread ident -> process (main threads and the threads apps start)
 _OWNERS_LOCK = threading.Lock()

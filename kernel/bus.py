@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
-from sim_hw.wire import encode, decode_body, FrameError
+from orbitos.sim_hw.wire import encode, decode_body, FrameError
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_DEPTH = 10_000

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterable
 
 import msgpack
 
-from drivers.storage import StorageDriver
+from orbitos.drivers.storage import StorageDriver
 
 SLOT_BLOCKS = 256  # blocks of one copy of a metadata slot: its header, then the index
 COPIES = 2

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from sim_hw.power import BatterySpec, EnergyLedger, GenerationProfile, integrate_segment
+from orbitos.sim_hw.power import BatterySpec, EnergyLedger, GenerationProfile, integrate_segment
 
 
 @dataclass(frozen=True)

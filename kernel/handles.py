@@ -5,8 +5,8 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Driver
-from kernel.bus import Subscription
+from orbitos.drivers.base import Driver
+from orbitos.kernel.bus import Subscription
 
 
 @dataclass

@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sim_hw.spec_loading import ConfigError, bounded, build_spec, read_toml
+from orbitos.sim_hw.spec_loading import ConfigError, bounded, build_spec, read_toml
 
 IMAGE_FORMAT = "orbitos-app-image"
 IMAGE_VERSION = 1

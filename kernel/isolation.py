@@ -1,6 +1,6 @@
 """The kernel side of a process-isolated app (`isolation = "process"` in its manifest).
 
-The app runs in its own OS process (`python -m kernel.app_process`, started with posix_spawn in a
+The app runs in its own OS process (`python -m orbitos.kernel.app_process`, started with posix_spawn in a
 new session: no fork of the threaded kernel) and reaches the kernel only through one socket pair
 carrying the frames of `sim_hw/wire.py` (4-byte length, one msgpack map). The kernel keeps all
 state; the process's kernel thread (a participant of the clock, as a threaded app's thread is)
@@ -38,8 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kernel.process import Process, ProcessExit
-from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, encode, read_frame, write_frame
+import orbitos
+from orbitos.kernel.process import Process, ProcessExit
+from orbitos.sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, FrameError, encode, read_frame, write_frame
 
 PROTOCOL_VERSION = 1
 GRACE_S = 1.0
@@ -47,7 +48,7 @@ CHILD_FD = 3
 MAX_FRAME_BYTES = DEFAULT_MAX_FRAME_BYTES
 EXIT_CRASH = 1
 EXIT_LIMIT = 137
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(orbitos.__file__).resolve().parents[1]  # where `import orbitos` finds the package
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SYSCALLS: frozenset[str] | None = None
 
@@ -56,7 +57,7 @@ def syscall_names() -> frozenset[str]:
     """The public methods of `Sys`: the only names an isolated app may call."""
     global _SYSCALLS
     if _SYSCALLS is None:
-        from kernel.api import SYSCALLS  # the API sits on the kernel; imported late, one-way
+        from orbitos.kernel.api import SYSCALLS  # the API sits on the kernel; imported late, one-way
         _SYSCALLS = frozenset(SYSCALLS)
     return _SYSCALLS
 
@@ -78,13 +79,13 @@ class AppOsProcess:
 
     @classmethod
     def start(cls, name: str) -> "AppOsProcess":
-        """Start `python -m kernel.app_process` with one end of a socket pair as fd 3.
+        """Start `python -m orbitos.kernel.app_process` with one end of a socket pair as fd 3.
         Raises OSError (EAGAIN, ENOMEM...) when the OS cannot start it."""
         kernel_end, app_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                    "PYTHONDONTWRITEBYTECODE": "1"}
-            pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "kernel.app_process", name],
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "orbitos.kernel.app_process", name],
                                  env, file_actions=[(os.POSIX_SPAWN_DUP2, app_end.fileno(), CHILD_FD),
                                                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
                                  setsid=True)

@@ -42,22 +42,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from drivers.device_tree import DeviceTree
-from kernel import app_threads, isolation
-from kernel.bus import SoftwareBus
-from kernel.events import EventLog
-from kernel.fs import FileSystem, normalize
-from kernel.governor import PowerGovernor
-from kernel.image import ImageError, Keyring, VerifiedImage, parse_version, stored_version, verify_image
-from kernel.loader import load_entry, unload
-from kernel.process import Process, ProcessExit
-from kernel.services import SupervisedService, SupervisionPolicy, start_system_services
-from sim_hw.clock import ClockRLock, SimClock
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.orbits import period_s
-from sim_hw.profile import HardwareProfile
-from sim_hw.track import SatelliteTrack
-from sim_hw.wire import decode_body, encode
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.kernel import app_threads, isolation
+from orbitos.kernel.bus import SoftwareBus
+from orbitos.kernel.events import EventLog
+from orbitos.kernel.fs import FileSystem, normalize
+from orbitos.kernel.governor import PowerGovernor
+from orbitos.kernel.image import ImageError, Keyring, VerifiedImage, parse_version, stored_version, verify_image
+from orbitos.kernel.loader import load_entry, unload
+from orbitos.kernel.process import Process, ProcessExit
+from orbitos.kernel.services import SupervisedService, SupervisionPolicy, start_system_services
+from orbitos.sim_hw.clock import ClockRLock, SimClock
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.orbits import period_s
+from orbitos.sim_hw.profile import HardwareProfile
+from orbitos.sim_hw.track import SatelliteTrack
+from orbitos.sim_hw.wire import decode_body, encode
 
 EXIT_CRASH = 1
 EXIT_KILLED = -9
@@ -511,7 +511,7 @@ class Kernel:
             pass  # landed in an except clause of _run_app: its finally has ended the process
 
     def _run_app(self, process: Process) -> None:
-        from kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
+        from orbitos.kernel.api import Sys  # the API sits on the kernel; imported here to keep it one-way
 
         app_threads.register_main(process)
         process.cpu_mark = time.thread_time()  # CPU accounting, not simulated time

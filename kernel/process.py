@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.image import AppManifest, VerifiedImage
-from sim_hw.clock import ClockEvent
+from orbitos.kernel.image import AppManifest, VerifiedImage
+from orbitos.sim_hw.clock import ClockEvent
 
 
 class ProcessExit(BaseException):

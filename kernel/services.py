@@ -41,11 +41,11 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from kernel.events import EventLog
-from sim_hw.clock import ClockEvent, SimClock
+from orbitos.kernel.events import EventLog
+from orbitos.sim_hw.clock import ClockEvent, SimClock
 
 if TYPE_CHECKING:  # the kernel imports this module; the services only call into it
-    from kernel.kernel import Kernel
+    from orbitos.kernel.kernel import Kernel
 
 EXIT_CRASH = 1  # kernel.EXIT_CRASH: a watchdog kill counts as a crash for the restart policy
 

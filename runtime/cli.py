@@ -27,10 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from runtime.cli_constellation import (CONSTELLATION_COMMANDS, CliError, readable_file,
+from orbitos.runtime.cli_constellation import (CONSTELLATION_COMMANDS, CliError, readable_file,
                                        add_parsers as add_constellation_parsers)
-from runtime.cli_constellation import run_command as run_constellation_command
-from runtime.cli_output import error_line, print_json
+from orbitos.runtime.cli_constellation import run_command as run_constellation_command
+from orbitos.runtime.cli_output import error_line, print_json
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -130,7 +130,7 @@ def _fail(message: str) -> int:
 
 
 def _format_table(report: dict[str, Any], limit: int, out: TextIO) -> None:
-    from runtime.cli_output import print_table
+    from orbitos.runtime.cli_output import print_table
 
     total = report["total"]
     print(f"{report['config']}: {total['satellites']} satellites, {report['hours']:g} h from "
@@ -155,10 +155,10 @@ def _format_table(report: dict[str, Any], limit: int, out: TextIO) -> None:
 
 
 def cmd_world(args: argparse.Namespace, out: TextIO) -> int:
-    from sim_hw.constellation import load_constellation
-    from sim_hw.orbits import OrbitError
-    from sim_hw.spec_loading import ConfigError
-    from sim_hw.world import World, WorldError
+    from orbitos.sim_hw.constellation import load_constellation
+    from orbitos.sim_hw.orbits import OrbitError
+    from orbitos.sim_hw.spec_loading import ConfigError
+    from orbitos.sim_hw.world import World, WorldError
 
     if args.limit < 0:
         return _fail(f"--limit must be >= 0, got {args.limit}")
@@ -198,13 +198,13 @@ def _check_writable(path: Path, what: str) -> None:
 def cmd_hw_serve(args: argparse.Namespace, out: TextIO) -> int:
     import time
 
-    from sim_hw.constellation import load_constellation, parse_epoch
-    from sim_hw.device_server import DeviceServer
-    from sim_hw.hardware import SatelliteHardware
-    from sim_hw.orbits import OrbitError
-    from sim_hw.profile import load_profile
-    from sim_hw.spec_loading import ConfigError
-    from sim_hw.track import SatelliteTrack
+    from orbitos.sim_hw.constellation import load_constellation, parse_epoch
+    from orbitos.sim_hw.device_server import DeviceServer
+    from orbitos.sim_hw.hardware import SatelliteHardware
+    from orbitos.sim_hw.orbits import OrbitError
+    from orbitos.sim_hw.profile import load_profile
+    from orbitos.sim_hw.spec_loading import ConfigError
+    from orbitos.sim_hw.track import SatelliteTrack
 
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be in 0..65535, got {args.port}")
@@ -249,7 +249,7 @@ def cmd_hw_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_app(args: argparse.Namespace, out: TextIO) -> int:
-    from kernel.image import (ImageError, Keyring, build_image, generate_key, load_private_key,
+    from orbitos.kernel.image import (ImageError, Keyring, build_image, generate_key, load_private_key,
                               verify_image)
 
     try:
@@ -317,8 +317,8 @@ def cmd_app(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from runtime.demo import DEFAULT_CONFIG, print_summary, run_demo
-    from sim_hw.spec_loading import ConfigError
+    from orbitos.runtime.demo import DEFAULT_CONFIG, print_summary, run_demo
+    from orbitos.sim_hw.spec_loading import ConfigError
 
     if args.config is not None:
         readable_file(args.config, "config")

@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from runtime.cli_output import (error_line, is_terminal, iso_utc, mission_elapsed, print_json,
+from orbitos.runtime.cli_output import (error_line, is_terminal, iso_utc, mission_elapsed, print_json,
                                 print_table)
-from runtime.client import Client, OutOfReach
+from orbitos.runtime.client import Client, OutOfReach
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -171,7 +171,7 @@ def operator_key_path() -> Path:
 def _operator_key(path: Path | None) -> Any:
     """The operator private key at `path` (the session's, else $ORBITOS_HOME/operator.key);
     None when there is none. Raises CliError for a file that is not an Ed25519 key."""
-    from kernel.image import ImageError, load_private_key
+    from orbitos.kernel.image import ImageError, load_private_key
 
     if path is None:
         try:
@@ -191,7 +191,7 @@ def _attach(args: argparse.Namespace) -> Any:
     """The running constellation, joined within ATTACH_TIMEOUT_S. Raises CliError or
     Unresponsive naming what is wrong."""
     address, session = _address(args)  # first: it may set RAY_AUTH_MODE, which Ray reads on import
-    from runtime.constellation_run import ConstellationRun
+    from orbitos.runtime.constellation_run import ConstellationRun
 
     # Joining from a thread (to bound it) makes Ray warn that it set no SIGTERM handler: the
     # command's own main thread handles signals, so that warning says nothing to the user.
@@ -315,7 +315,7 @@ def add_parsers(commands: Any) -> None:
 def _trusted_keys(paths: list[Path]) -> tuple[bytes, ...]:
     from cryptography.hazmat.primitives import serialization
 
-    from kernel.image import ImageError, Keyring
+    from orbitos.kernel.image import ImageError, Keyring
 
     for path in paths:
         if not path.exists():
@@ -374,9 +374,9 @@ def _write_session(record: dict[str, Any]) -> None:
 
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
-    from runtime.constellation_run import ConstellationRun, PlacementError
-    from sim_hw.constellation import load_constellation
-    from sim_hw.spec_loading import ConfigError
+    from orbitos.runtime.constellation_run import ConstellationRun, PlacementError
+    from orbitos.sim_hw.constellation import load_constellation
+    from orbitos.sim_hw.spec_loading import ConfigError
 
     if not 0 < args.speed <= 10_000 or not 0 < args.hours <= 24 * 14:
         raise CliError(f"--speed must be in (0, 10000] and --hours in (0, 336]; got {args.speed}, {args.hours}")
@@ -404,7 +404,7 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"--state-dir {args.state_dir}: {exc.strerror or exc}") from None
     operator_path = operator_key_path()
     if not operator_path.exists():  # the operator key signs every control request (runtime.control)
-        from kernel.image import generate_key
+        from orbitos.kernel.image import generate_key
 
         operator_path.parent.mkdir(parents=True, exist_ok=True)
         generate_key(operator_path)  # mode 0600, and its .pub beside it
@@ -472,7 +472,7 @@ def _epoch(run: Any) -> float | None:
     if session.get("epoch_utc_s") is not None:
         return float(session["epoch_utc_s"])
     try:
-        from sim_hw.constellation import load_constellation
+        from orbitos.sim_hw.constellation import load_constellation
 
         return load_constellation(run.config_path).epoch_utc_s
     except Exception:  # the config is on another machine, or gone: no mission time then
@@ -578,7 +578,7 @@ def _print_status(run: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _deploy(run: Any, args: argparse.Namespace, image: bytes | None, out: TextIO) -> int:
-    from kernel.image import ImageError
+    from orbitos.kernel.image import ImageError
 
     try:
         pids = _call("deploy", lambda: run.deploy(image, to="all" if args.all else args.to, argv=tuple(args.arg)))
@@ -889,7 +889,7 @@ def add_fault_parser(commands: Any, address: Any) -> None:
 def cmd_fault(args: argparse.Namespace, out: TextIO) -> int:
     """orbitos fault TARGET KIND --for DURATION: bad kind or duration is refused before any
     cluster is reached; a bad target once the constellation is found (CliError each)."""
-    from runtime.fault_injection import FAULT_KINDS, check_duration
+    from orbitos.runtime.fault_injection import FAULT_KINDS, check_duration
 
     if args.kind not in FAULT_KINDS:
         raise CliError(f"unknown fault kind {args.kind!r}; known: {', '.join(FAULT_KINDS)}")
@@ -906,7 +906,7 @@ def cmd_fault(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(record, out)
         out.write("\n")
         return 0
-    from sim_hw.clock import utc_datetime
+    from orbitos.sim_hw.clock import utc_datetime
 
     def iso(t: float) -> str:
         return utc_datetime(t).isoformat(timespec="seconds").replace("+00:00", "Z")

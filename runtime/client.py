@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from runtime.satellite_host import CLIENT_TTL_S
+from orbitos.runtime.satellite_host import CLIENT_TTL_S
 
 
 class OutOfReach(OSError):

@@ -41,18 +41,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-from kernel.image import OPERATE_CAPABILITIES, ImageError
-from runtime.control import OperatorSigner, result_value
-from runtime.fault_injection import check_fault
-from runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
-from runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
-from runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
+from orbitos.kernel.image import OPERATE_CAPABILITIES, ImageError
+from orbitos.runtime.control import OperatorSigner, result_value
+from orbitos.runtime.fault_injection import check_fault
+from orbitos.runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
+from orbitos.runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
+from orbitos.runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
                                  labelled_nodes, mark_stopping, start_ray)
-from runtime.satellite_host import CLIENT_TTL_S, HostSpec
-from runtime.supervision import Supervisor, supervise
-from sim_hw.constellation import load_constellation
-from sim_hw.contact_plan import ContactPlan
-from sim_hw.world import World
+from orbitos.runtime.satellite_host import CLIENT_TTL_S, HostSpec
+from orbitos.runtime.supervision import Supervisor, supervise
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.world import World
 
 __all__ = ["ConstellationRun", "PlacementError", "PLACEMENTS", "SatelliteUnavailable"]
 

@@ -49,11 +49,11 @@ from typing import Any, Callable, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kernel.events import SEVERITIES
-from kernel.fs import normalize
-from kernel.image import MAX_IMAGE_BYTES, OPERATE_CAPABILITIES, Keyring, key_id
-from runtime.replay_window import ReplayWindow
-from sim_hw.wire import encode
+from orbitos.kernel.events import SEVERITIES
+from orbitos.kernel.fs import normalize
+from orbitos.kernel.image import MAX_IMAGE_BYTES, OPERATE_CAPABILITIES, Keyring, key_id
+from orbitos.runtime.replay_window import ReplayWindow
+from orbitos.sim_hw.wire import encode
 
 CONTROL_FORMAT = "orbitos-control/1"
 REQUEST_FIELDS = ("v", "satellite", "op", "args", "seq", "key", "sig", "via")

@@ -18,9 +18,9 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives import serialization
 
-from kernel.image import build_image, generate_key, load_private_key
-from sim_hw.constellation import load_constellation
-from sim_hw.orbits import period_s
+from orbitos.kernel.image import build_image, generate_key, load_private_key
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.orbits import period_s
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
@@ -36,7 +36,7 @@ def _clock_text(seconds: float) -> str:
 def run_demo(config: Path = DEFAULT_CONFIG, speed: float = 60.0, orbits: float = 2.0, hosts: int = 2,
              out: TextIO = sys.stdout, live: bool = True, poll_s: float = 0.5) -> dict[str, Any]:
     """Run the demo; returns the summary. Raises ConfigError, ValueError for bad arguments."""
-    from runtime.constellation_run import ConstellationRun  # Ray only when a demo runs
+    from orbitos.runtime.constellation_run import ConstellationRun  # Ray only when a demo runs
 
     if not 0 < speed <= 10_000 or not 0 < orbits <= 50:
         raise ValueError(f"speed must be in (0, 10000] and orbits in (0, 50]; got {speed}, {orbits}")
@@ -126,7 +126,7 @@ class _Progress:
     (each happening, and the progress every 10%) otherwise."""
 
     def __init__(self, out: TextIO, sim_seconds: float) -> None:
-        from runtime.cli_output import is_terminal
+        from orbitos.runtime.cli_output import is_terminal
 
         self.out = out
         self.sim_seconds = sim_seconds

@@ -46,11 +46,11 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from sim_hw.contact_plan import ContactPlan
-from sim_hw.faults import FaultSchedule
+from orbitos.sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.faults import FaultSchedule
 
 if TYPE_CHECKING:
-    from runtime.satellite_host import SatelliteHost
+    from orbitos.runtime.satellite_host import SatelliteHost
 
 FAULT_KINDS = ("node_reset", "link_outage", "brownout")
 MAX_FAULT_S = 30 * 86_400.0  # an injected fault lasts at most 30 simulated days

@@ -13,11 +13,11 @@ from typing import Any
 import ray
 from cryptography.hazmat.primitives import serialization
 
-from runtime.control import OperatorSigner
-from runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME
-from runtime.satellite_host import CLIENT_TTL_S, HostSpec, SatelliteHost
-from sim_hw.constellation import load_constellation
-from sim_hw.world import World
+from orbitos.runtime.control import OperatorSigner
+from orbitos.runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME
+from orbitos.runtime.satellite_host import CLIENT_TTL_S, HostSpec, SatelliteHost
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.world import World
 
 CONCURRENCY_GROUPS = {"control": 4, "data": 8, "client": 8}
 
@@ -62,9 +62,9 @@ class SchedulerActor:
                  names: dict[int, str], operator_pem: bytes) -> None:
         """`operator_pem`: the scheduler's own operator key (PKCS#8 PEM), trusted by the hosts
         with the capabilities dispatch needs (read, write, run) and no more."""
-        from runtime.scheduler.state import ConstellationState
-        from runtime.scheduler_service import SchedulerService
-        from sim_hw.clock import WallClock
+        from orbitos.runtime.scheduler.state import ConstellationState
+        from orbitos.runtime.scheduler_service import SchedulerService
+        from orbitos.sim_hw.clock import WallClock
 
         self._owner_of, self._names = owner_of, dict(names)
         self._operator = OperatorSigner(serialization.load_pem_private_key(operator_pem, password=None))

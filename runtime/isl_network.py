@@ -44,12 +44,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from runtime.link_crypto import (HEADER_BYTES, TAG_BYTES, FrameRejected, LinkSession, MessageBinding,
+from orbitos.runtime.link_crypto import (HEADER_BYTES, TAG_BYTES, FrameRejected, LinkSession, MessageBinding,
                                  SatelliteIdentity, SealedFrame, establish)
-from runtime.routing import ContactGraphRouter, Hop, Route
-from sim_hw.clock import SimClock
-from sim_hw.contact_plan import ContactPlan
-from sim_hw.wire import decode_body, encode
+from orbitos.runtime.routing import ContactGraphRouter, Hop, Route
+from orbitos.sim_hw.clock import SimClock
+from orbitos.sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.wire import decode_body, encode
 
 DEFAULT_TTL_S = 3600.0
 FRAME_OVERHEAD_BYTES = HEADER_BYTES + TAG_BYTES  # clear authenticated header and GCM tag

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from runtime.replay_window import REPLAY_WINDOW, ReplayWindow
+from orbitos.runtime.replay_window import REPLAY_WINDOW, ReplayWindow
 
 _HEADER = struct.Struct(">16s16sIQ16s16sQH")  # link from, to, session, sequence; origin, destination, id, port
 HEADER_BYTES = _HEADER.size

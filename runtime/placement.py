@@ -7,7 +7,7 @@ keeps. No Ray here; the run facade asks Ray for the labelled nodes and passes th
 """
 from __future__ import annotations
 
-from sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.contact_plan import ContactPlan
 
 PLACEMENTS = ("packed", "node")
 

@@ -7,21 +7,22 @@ satellite label, for placement "node".
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import ray
 
-import drivers
-import kernel
-import runtime
-import sim_hw
+import orbitos
 
 HOST_PREFIX = "orbitos-host-"
 HOST_NAME = HOST_PREFIX + "{}"
 SCHEDULER_NAME = "orbitos-scheduler"
 NAMESPACE = "orbitos"
 SATELLITE_LABEL = "orbitos.sat"
+_STAGED: str | None = None
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None,
@@ -36,13 +37,32 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
                  object_store_memory=object_store_bytes, namespace=NAMESPACE)
     elif ship_code:
-        modules = [str(Path(m.__file__).parent) for m in (sim_hw, drivers, kernel, runtime)]
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 runtime_env={"py_modules": modules})
+                 runtime_env={"py_modules": [shippable_package()]})
     else:  # a control command on a running constellation: nothing to ship, nothing to say
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)
     return True
+
+
+def shippable_package() -> str:
+    """A directory named `orbitos` holding the whole package, for Ray's py_modules. Installed,
+    that is the package itself; in the source tree (the four folders beside `orbitos/`), a
+    staged copy in a temporary directory, made once per process and removed at its exit."""
+    package = Path(orbitos.__file__).resolve().parent
+    if all((package / name / "__init__.py").is_file() for name in orbitos.PACKAGES):
+        return str(package)
+    global _STAGED
+    if _STAGED is None:
+        staged = Path(tempfile.mkdtemp(prefix="orbitos-ship-")) / "orbitos"
+        staged.mkdir()
+        shutil.copy2(package / "__init__.py", staged / "__init__.py")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for name in orbitos.PACKAGES:
+            shutil.copytree(package.parent / name, staged / name, ignore=ignore)
+        atexit.register(shutil.rmtree, staged.parent, True)
+        _STAGED = str(staged)
+    return _STAGED
 
 
 STOPPING_KEY = "stopping"

@@ -22,7 +22,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Mapping
 
-from sim_hw.contact_plan import ContactPlan, ContactWindow
+from orbitos.sim_hw.contact_plan import ContactPlan, ContactWindow
 
 
 @dataclass(frozen=True)

@@ -50,18 +50,18 @@ from cryptography.hazmat.primitives import serialization
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kernel.events import EventLog
-from kernel.image import ALL_GRANTS, Grants, Keyring, key_id, operator_grants
-from kernel.kernel import Kernel, KernelConfig
-from runtime.control import ControlTable
-from runtime.fault_injection import FaultInjector
-from runtime.isl_network import IslNetwork
-from sim_hw.clock import SimClock, WallClock
-from sim_hw.constellation import load_constellation
-from sim_hw.contact_plan import ContactPlan
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.track import SatelliteTrack
-from sim_hw.wire import encode
+from orbitos.kernel.events import EventLog
+from orbitos.kernel.image import ALL_GRANTS, Grants, Keyring, key_id, operator_grants
+from orbitos.kernel.kernel import Kernel, KernelConfig
+from orbitos.runtime.control import ControlTable
+from orbitos.runtime.fault_injection import FaultInjector
+from orbitos.runtime.isl_network import IslNetwork
+from orbitos.sim_hw.clock import SimClock, WallClock
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
+from orbitos.sim_hw.wire import encode
 
 RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies

@@ -36,14 +36,14 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
 
-from kernel.events import EventLog
-from kernel.image import ImageError, Keyring, verify_image
-from kernel.services import SupervisedService, SupervisionPolicy
-from runtime.scheduler.engine import PlanBuilder
-from runtime.scheduler.model import Assignment, Plan, Task, TaskError, task_from_dict
-from runtime.scheduler.policies import plan, replan
-from runtime.scheduler.state import ConstellationState
-from sim_hw.clock import SimClock
+from orbitos.kernel.events import EventLog
+from orbitos.kernel.image import ImageError, Keyring, verify_image
+from orbitos.kernel.services import SupervisedService, SupervisionPolicy
+from orbitos.runtime.scheduler.engine import PlanBuilder
+from orbitos.runtime.scheduler.model import Assignment, Plan, Task, TaskError, task_from_dict
+from orbitos.runtime.scheduler.policies import plan, replan
+from orbitos.runtime.scheduler.state import ConstellationState
+from orbitos.sim_hw.clock import SimClock
 
 Request = Callable[[str, str, str, dict[str, Any]], dict[str, Any]]
 ReadSoc = Callable[[list[str]], dict[str, float]]

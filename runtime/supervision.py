@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 
-from runtime.ray_cluster import HOST_NAME, is_stopping
+from orbitos.runtime.ray_cluster import HOST_NAME, is_stopping
 
 if TYPE_CHECKING:
-    from runtime.constellation_run import ConstellationRun
+    from orbitos.runtime.constellation_run import ConstellationRun
 
 SUPERVISE_PERIOD_S = 1.0  # wall seconds between two passes
 PING_TIMEOUT_S = 3.0  # wall seconds a host has to answer a ping

@@ -17,14 +17,14 @@ from typing import Literal
 
 from sgp4.api import Satrec
 
-from sim_hw.faults import FaultEvent, FaultKind, FaultRates, FaultSchedule
-from sim_hw.links import GroundStation, IslPolicy, ShellLayout
-from sim_hw.orbits import (OrbitError, WalkerDelta, load_tle_file, satrecs_from_walker,
+from orbitos.sim_hw.faults import FaultEvent, FaultKind, FaultRates, FaultSchedule
+from orbitos.sim_hw.links import GroundStation, IslPolicy, ShellLayout
+from orbitos.sim_hw.orbits import (OrbitError, WalkerDelta, load_tle_file, satrecs_from_walker,
                            sun_synchronous_inclination_deg)
-from sim_hw.profile import HardwareProfile, load_profile
-from sim_hw.scene import GroundEvent
-from sim_hw.spec_loading import ConfigError, bounded, build_spec, read_toml
-from sim_hw.sun import sun_right_ascension_deg
+from orbitos.sim_hw.profile import HardwareProfile, load_profile
+from orbitos.sim_hw.scene import GroundEvent
+from orbitos.sim_hw.spec_loading import ConfigError, bounded, build_spec, read_toml
+from orbitos.sim_hw.sun import sun_right_ascension_deg
 
 HOUR_S = 3600.0
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_hw.compute_kernels import KernelError, RequestTooLarge, plan_kernel
+from orbitos.sim_hw.compute_kernels import KernelError, RequestTooLarge, plan_kernel
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # one laser frame or storage write at most
 DEVICE_KINDS = ("gpu", "fpga", "laser", "storage", "imager", "eps")

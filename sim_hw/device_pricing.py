@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_hw.compute_kernels import KernelError, RequestTooLarge
-from sim_hw.device_ops import OpError, device_kind
-from sim_hw.devices.cost import DeviceCost, DeviceModelError
-from sim_hw.devices.fpga import FpgaModel
-from sim_hw.devices.gpu import GpuModel
-from sim_hw.devices.imager import ImagerModel
-from sim_hw.devices.laser import LaserTerminalModel
-from sim_hw.devices.storage import StorageModel
-from sim_hw.profile import HardwareProfile
+from orbitos.sim_hw.compute_kernels import KernelError, RequestTooLarge
+from orbitos.sim_hw.device_ops import OpError, device_kind
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError
+from orbitos.sim_hw.devices.fpga import FpgaModel
+from orbitos.sim_hw.devices.gpu import GpuModel
+from orbitos.sim_hw.devices.imager import ImagerModel
+from orbitos.sim_hw.devices.laser import LaserTerminalModel
+from orbitos.sim_hw.devices.storage import StorageModel
+from orbitos.sim_hw.profile import HardwareProfile
 
 DeviceModel = GpuModel | FpgaModel | LaserTerminalModel | StorageModel | ImagerModel
 

@@ -37,9 +37,9 @@ import time
 import traceback
 from typing import Any
 
-from sim_hw.device_ops import OpError, brief_repr
-from sim_hw.hardware import MAX_SPEED, SatelliteHardware
-from sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout,
+from orbitos.sim_hw.device_ops import OpError, brief_repr
+from orbitos.sim_hw.hardware import MAX_SPEED, SatelliteHardware
+from orbitos.sim_hw.wire import (DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, FrameError, FrameTimeout,
                          FrameTooLarge, decode_body, encode, recv_exact, unpack_length)
 
 MESSAGE_TYPES = ("hello", "ping", "call")

@@ -24,8 +24,8 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from sim_hw.scene import GroundEvent
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.scene import GroundEvent
+from orbitos.sim_hw.spec_loading import bounded
 
 FaultKind = Literal["device_failure", "node_reset", "link_outage", "brownout", "bit_flip"]
 DAY_S = 86_400.0

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sim_hw.frames import EARTH_RADIUS_KM
-from sim_hw.sun import SUN_RADIUS_KM
+from orbitos.sim_hw.frames import EARTH_RADIUS_KM
+from orbitos.sim_hw.sun import SUN_RADIUS_KM
 
 SPEED_OF_LIGHT_KM_S = 299_792.458
 DEFAULT_GRAZING_HEIGHT_KM = 80.0  # keep laser beams above the dense atmosphere

@@ -45,19 +45,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, plan_kernel, run_kernel
-from sim_hw.device_ops import OpError, brief_repr, check_args, device_kind
-from sim_hw.device_pricing import DeviceModel, price_operation
-from sim_hw.devices.cost import DeviceModelError
-from sim_hw.devices.fpga import Bitstream, FpgaModel
-from sim_hw.devices.gpu import GpuModel
-from sim_hw.devices.imager import ImagerModel
-from sim_hw.devices.laser import LaserTerminalModel
-from sim_hw.devices.storage import StorageModel
-from sim_hw.faults import FaultSchedule
-from sim_hw.power import PowerSystem
-from sim_hw.profile import HardwareProfile
-from sim_hw.track import SatelliteTrack
+from orbitos.sim_hw.compute_kernels import KERNELS, KernelError, input_bytes, plan_kernel, run_kernel
+from orbitos.sim_hw.device_ops import OpError, brief_repr, check_args, device_kind
+from orbitos.sim_hw.device_pricing import DeviceModel, price_operation
+from orbitos.sim_hw.devices.cost import DeviceModelError
+from orbitos.sim_hw.devices.fpga import Bitstream, FpgaModel
+from orbitos.sim_hw.devices.gpu import GpuModel
+from orbitos.sim_hw.devices.imager import ImagerModel
+from orbitos.sim_hw.devices.laser import LaserTerminalModel
+from orbitos.sim_hw.devices.storage import StorageModel
+from orbitos.sim_hw.faults import FaultSchedule
+from orbitos.sim_hw.power import PowerSystem
+from orbitos.sim_hw.profile import HardwareProfile
+from orbitos.sim_hw.track import SatelliteTrack
 
 RX_QUEUE_FRAMES = 1024
 TX_QUEUE_FRAMES = 1024

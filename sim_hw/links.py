@@ -27,11 +27,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from sim_hw.contact_plan import ContactPlan, ContactWindow
-from sim_hw.frames import geodetic_to_ecef, local_up
-from sim_hw.geometry import (DEFAULT_GRAZING_HEIGHT_KM, SPEED_OF_LIGHT_KM_S, elevation_deg,
+from orbitos.sim_hw.contact_plan import ContactPlan, ContactWindow
+from orbitos.sim_hw.frames import geodetic_to_ecef, local_up
+from orbitos.sim_hw.geometry import (DEFAULT_GRAZING_HEIGHT_KM, SPEED_OF_LIGHT_KM_S, elevation_deg,
                              los_margin_km)
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.spec_loading import bounded
 
 TopologyName = Literal["+grid", "dynamic", "none"]
 

@@ -19,8 +19,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sgp4.api import SGP4_ERRORS, WGS72, Satrec, SatrecArray
 
-from sim_hw.frames import EARTH_RADIUS_KM, ecef_to_geodetic, julian_date, teme_to_ecef
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.frames import EARTH_RADIUS_KM, ecef_to_geodetic, julian_date, teme_to_ecef
+from orbitos.sim_hw.spec_loading import bounded
 
 MU_EARTH_KM3_S2 = 398_600.4418
 J2_EARTH = 1.08262668e-3

@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sim_hw.spec_loading import bounded
-from sim_hw.sun import AU_KM, SOLAR_CONSTANT_W_M2
+from orbitos.sim_hw.spec_loading import bounded
+from orbitos.sim_hw.sun import AU_KM, SOLAR_CONSTANT_W_M2
 
 SECONDS_PER_HOUR = 3600.0
 

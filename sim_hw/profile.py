@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim_hw.devices.fpga import FpgaSpec
-from sim_hw.devices.gpu import GpuSpec
-from sim_hw.devices.imager import ImagerSpec
-from sim_hw.devices.storage import StorageSpec
-from sim_hw.links import LaserTerminalSpec
-from sim_hw.power import EpsSpec
-from sim_hw.spec_loading import build_spec, read_toml
+from orbitos.sim_hw.devices.fpga import FpgaSpec
+from orbitos.sim_hw.devices.gpu import GpuSpec
+from orbitos.sim_hw.devices.imager import ImagerSpec
+from orbitos.sim_hw.devices.storage import StorageSpec
+from orbitos.sim_hw.links import LaserTerminalSpec
+from orbitos.sim_hw.power import EpsSpec
+from orbitos.sim_hw.spec_loading import build_spec, read_toml
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.spec_loading import bounded
 
 BANDS = ("blue", "green", "red", "nir", "swir")
 LAND, WATER, CLOUD, FLOOD, FIRE = 0, 1, 2, 3, 4

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sim_hw.frames import JD_J2000, julian_date
+from orbitos.sim_hw.frames import JD_J2000, julian_date
 
 AU_KM = 149_597_870.7
 SUN_RADIUS_KM = 696_000.0

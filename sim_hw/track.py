@@ -14,13 +14,13 @@ import numpy as np
 from numpy.typing import NDArray
 from sgp4.api import Satrec
 
-from sim_hw.constellation import Constellation
-from sim_hw.faults import SaaExposure
-from sim_hw.frames import ecef_to_geodetic, julian_date, teme_to_ecef
-from sim_hw.geometry import illumination_fraction
-from sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker, sun_synchronous_inclination_deg
-from sim_hw.power import GenerationProfile, SolarArraySpec, solar_power_w
-from sim_hw.sun import sun_position_km, sun_right_ascension_deg
+from orbitos.sim_hw.constellation import Constellation
+from orbitos.sim_hw.faults import SaaExposure
+from orbitos.sim_hw.frames import ecef_to_geodetic, julian_date, teme_to_ecef
+from orbitos.sim_hw.geometry import illumination_fraction
+from orbitos.sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker, sun_synchronous_inclination_deg
+from orbitos.sim_hw.power import GenerationProfile, SolarArraySpec, solar_power_w
+from orbitos.sim_hw.sun import sun_position_km, sun_right_ascension_deg
 
 REFERENCE_ALTITUDE_KM = 500.0
 REFERENCE_LTAN_H = 22.5

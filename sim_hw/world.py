@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sim_hw.clock import utc_datetime
-from sim_hw.constellation import Constellation
-from sim_hw.contact_plan import ContactPlan
-from sim_hw.faults import SaaExposure
-from sim_hw.geometry import illumination_fraction
-from sim_hw.links import build_contact_plan
-from sim_hw.orbits import Ephemeris, propagate
-from sim_hw.power import integrate_fleet, solar_power_w
-from sim_hw.sun import sun_position_km
+from orbitos.sim_hw.clock import utc_datetime
+from orbitos.sim_hw.constellation import Constellation
+from orbitos.sim_hw.contact_plan import ContactPlan
+from orbitos.sim_hw.faults import SaaExposure
+from orbitos.sim_hw.geometry import illumination_fraction
+from orbitos.sim_hw.links import build_contact_plan
+from orbitos.sim_hw.orbits import Ephemeris, propagate
+from orbitos.sim_hw.power import integrate_fleet, solar_power_w
+from orbitos.sim_hw.sun import sun_position_km
 
 HOUR_S = 3600.0
 MAX_SATELLITE_STEPS = 25_000_000  # ~0.6 GB per (N, T, 3) float64 array; a few are held at once

@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from runtime.routing import Route
-from runtime.scheduler.model import Assignment, Task, Transfer
-from runtime.scheduler.state import ConstellationState
+from orbitos.runtime.routing import Route
+from orbitos.runtime.scheduler.model import Assignment, Task, Transfer
+from orbitos.runtime.scheduler.state import ConstellationState
 
 ENERGY_SLACK_WH = 1e-6
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime.scheduler.engine import segment_watts
-from runtime.scheduler.model import Plan, Task
-from runtime.scheduler.state import ConstellationState
-from sim_hw.power import EnergyLedger, integrate_segment
+from orbitos.runtime.scheduler.engine import segment_watts
+from orbitos.runtime.scheduler.model import Plan, Task
+from orbitos.runtime.scheduler.state import ConstellationState
+from orbitos.sim_hw.power import EnergyLedger, integrate_segment
 
 TIME_SLACK_S = 1e-6
 

@@ -22,8 +22,8 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from runtime.scheduler.model import DataObject, Task
-from runtime.scheduler.state import ConstellationState
+from orbitos.runtime.scheduler.model import DataObject, Task
+from orbitos.runtime.scheduler.state import ConstellationState
 
 
 def solve(state: ConstellationState, tasks: list[Task], slot_s: float = 300.0,
@@ -158,11 +158,11 @@ def small_instance(state: ConstellationState, seed: int, count: int = 14) -> lis
 
 def compare_small(config: str, seed: int, hours: float = 6.0, count: int = 14) -> dict[str, Any]:
     """The orbitos policy and every baseline against the MILP optimum on one small instance."""
-    from runtime.scheduler.evaluate import evaluate
-    from runtime.scheduler.policies import POLICIES, plan
-    from runtime.scheduler.workload import random_soc
-    from sim_hw.constellation import load_constellation
-    from sim_hw.world import World
+    from orbitos.runtime.scheduler.evaluate import evaluate
+    from orbitos.runtime.scheduler.policies import POLICIES, plan
+    from orbitos.runtime.scheduler.workload import random_soc
+    from orbitos.sim_hw.constellation import load_constellation
+    from orbitos.sim_hw.world import World
 
     world = World(load_constellation(config), hours, 60.0)
     state = ConstellationState(world, random_soc(tuple(world.constellation.satellite_ids), seed, 0.33, 0.6))

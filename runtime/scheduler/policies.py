@@ -26,9 +26,9 @@ from dataclasses import replace
 import time
 from typing import Callable, Iterable
 
-from runtime.scheduler.engine import PlanBuilder
-from runtime.scheduler.model import Plan, Task, Unplaced
-from runtime.scheduler.state import ConstellationState
+from orbitos.runtime.scheduler.engine import PlanBuilder
+from orbitos.runtime.scheduler.model import Plan, Task, Unplaced
+from orbitos.runtime.scheduler.state import ConstellationState
 
 POLICIES = ("orbitos", "random", "round-robin", "data-local", "ray-default")
 CANDIDATES = 8

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.routing import ContactGraphRouter
-from sim_hw.constellation import load_constellation
-from sim_hw.contact_plan import ContactWindow
-from sim_hw.world import World
+from orbitos.runtime.routing import ContactGraphRouter
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.contact_plan import ContactWindow
+from orbitos.sim_hw.world import World
 
 HOUR_S = 3600.0
 CPU_OPS_PER_S = 5e10  # a nominal onboard CPU (about 50 GOPS), for tasks that can run there

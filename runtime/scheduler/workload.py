@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.scheduler.model import DataObject, Task
-from runtime.scheduler.state import ConstellationState
+from orbitos.runtime.scheduler.model import DataObject, Task
+from orbitos.runtime.scheduler.state import ConstellationState
 
 EARTH_RADIUS_KM = 6371.0
 

@@ -4,6 +4,6 @@ One module per device class (gpu, fpga, laser, storage, imager); the EPS is `sim
 Drivers (the floor above) run the real computation, wait the modelled time on the clock and
 report the draw to the power system.
 """
-from sim_hw.devices.cost import DeviceCost, DeviceModelError
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError
 
 __all__ = ["DeviceCost", "DeviceModelError"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sim_hw.device_ops import brief_repr
+from orbitos.sim_hw.device_ops import brief_repr
 
 
 class DeviceModelError(ValueError):

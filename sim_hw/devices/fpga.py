@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sim_hw.compute_kernels import plan_kernel
-from sim_hw.device_ops import brief_repr
-from sim_hw.devices.cost import DeviceCost, DeviceModelError, check_amount, check_count
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.compute_kernels import plan_kernel
+from orbitos.sim_hw.device_ops import brief_repr
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError, check_amount, check_count
+from orbitos.sim_hw.spec_loading import bounded
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from sim_hw.compute_kernels import check_request_size
-from sim_hw.devices.cost import DeviceCost, DeviceModelError
-from sim_hw.scene import BANDS, GroundEvent, render, surface_classes, tile_coordinates
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.compute_kernels import check_request_size
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError
+from orbitos.sim_hw.scene import BANDS, GroundEvent, render, surface_classes, tile_coordinates
+from orbitos.sim_hw.spec_loading import bounded
 
 MAX_TILE_PIXELS = 4096
 

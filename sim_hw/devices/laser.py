@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sim_hw.devices.cost import DeviceCost, DeviceModelError, check_count
-from sim_hw.links import LaserTerminalSpec
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError, check_count
+from orbitos.sim_hw.links import LaserTerminalSpec
 
 TerminalState = Literal["idle", "acquiring", "linked"]
 

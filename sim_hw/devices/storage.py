@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from sim_hw.devices.cost import DeviceCost, DeviceModelError, check_count
-from sim_hw.spec_loading import bounded
+from orbitos.sim_hw.devices.cost import DeviceCost, DeviceModelError, check_count
+from orbitos.sim_hw.spec_loading import bounded
 
 ExposureDays = Callable[[float, float], float]
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers.device_tree import DeviceTree
-from drivers.transport import TcpTransport
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import HardwareProfile, load_profile
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.drivers.transport import TcpTransport
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import HardwareProfile, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROFILE = ROOT / "examples" / "profiles" / "three-body.toml"
@@ -88,7 +88,7 @@ class DeviceServerProcess:
 
     def __init__(self, profile: Path, start: datetime) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "hw", "serve", str(profile), "--port", "0",
+            [sys.executable, "-m", "orbitos.runtime.cli", "hw", "serve", str(profile), "--port", "0",
              "--start", start.isoformat().replace("+00:00", "Z")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.process.stdout.readline()

@@ -9,9 +9,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from drivers.fpga import bitstream_manifest
-from sim_hw.devices.gpu import GpuModel
-from sim_hw.scene import BANDS
+from orbitos.drivers.fpga import bitstream_manifest
+from orbitos.sim_hw.devices.gpu import GpuModel
+from orbitos.sim_hw.scene import BANDS
 
 RNG = np.random.default_rng(1234)
 

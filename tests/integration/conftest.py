@@ -3,7 +3,7 @@ own, after shutting this one down, and the next test that asks for it starts it 
 import pytest
 import ray
 
-from runtime.ray_cluster import start_ray
+from orbitos.runtime.ray_cluster import start_ray
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def orbitos(env, *args, timeout=90):
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, args)], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orbitos.runtime.cli", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -37,7 +37,7 @@ def cli(tmp_path_factory):
     assert orbitos(env, "app", "keygen", tmp / "key").returncode == 0
     assert orbitos(env, "app", "build", ROOT / "examples" / "apps" / "hello", "--key", tmp / "key",
                    "-o", tmp / "hello.img").returncode == 0
-    up = subprocess.Popen([sys.executable, "-m", "runtime.cli", "up", str(CONFIG), "--speed", "120",
+    up = subprocess.Popen([sys.executable, "-m", "orbitos.runtime.cli", "up", str(CONFIG), "--speed", "120",
                            "--hours", "8", "--num-cpus", "2", "--hosts", "2", "--keyring", str(tmp / "key.pub"),
                            "--state-dir", str(tmp / "state")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -122,7 +122,7 @@ def test_deploy_ps_logs_with_times_severity_and_json(cli):
 
 def test_logs_follow_prints_new_events_and_ctrl_c_ends_it(cli):
     env, tmp, up, first = cli
-    follow = subprocess.Popen([sys.executable, "-m", "runtime.cli", "logs", "TB06", "-f", "--last", "1"],
+    follow = subprocess.Popen([sys.executable, "-m", "orbitos.runtime.cli", "logs", "TB06", "-f", "--last", "1"],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(6.0)  # attached and printing the last event

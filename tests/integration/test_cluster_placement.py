@@ -11,10 +11,10 @@ import ray
 from cryptography.hazmat.primitives import serialization
 from ray.cluster_utils import Cluster
 
-from runtime.client import Client, OutOfReach
-from runtime.constellation_run import ConstellationRun, PlacementError
-from runtime.ray_cluster import NAMESPACE, SATELLITE_LABEL, labelled_nodes
-from sim_hw.constellation import load_constellation
+from orbitos.runtime.client import Client, OutOfReach
+from orbitos.runtime.constellation_run import ConstellationRun, PlacementError
+from orbitos.runtime.ray_cluster import NAMESPACE, SATELLITE_LABEL, labelled_nodes
+from orbitos.sim_hw.constellation import load_constellation
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 
@@ -50,10 +50,10 @@ def test_ray_default_mimic_agrees_with_real_ray(cluster):
     tasks end together (on a loaded machine one node may free first and take a third: seen in
     2 of 5 runs here). The mimic, on 4 satellites, must give the spread of the first wave and the
     even two per node."""
-    from runtime.scheduler.model import Task
-    from runtime.scheduler.policies import plan
-    from runtime.scheduler.state import ConstellationState
-    from sim_hw.world import World
+    from orbitos.runtime.scheduler.model import Task
+    from orbitos.runtime.scheduler.policies import plan
+    from orbitos.runtime.scheduler.state import ConstellationState
+    from orbitos.sim_hw.world import World
 
     @ray.remote(num_cpus=0, resources={"gpu_slot": 1})
     def work():

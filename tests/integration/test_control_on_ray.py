@@ -10,9 +10,9 @@ import ray
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.client import Client
-from runtime.constellation_run import ConstellationRun
-from runtime.control import OperatorSigner
+from orbitos.runtime.client import Client
+from orbitos.runtime.constellation_run import ConstellationRun
+from orbitos.runtime.control import OperatorSigner
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 

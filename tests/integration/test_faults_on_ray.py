@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from runtime.constellation_run import ConstellationRun
-from sim_hw.constellation import load_constellation
+from orbitos.runtime.constellation_run import ConstellationRun
+from orbitos.sim_hw.constellation import load_constellation
 from tests.integration.waiting import wait_for
 from tests.unit.test_fault_injection import CONFIG, write_config
 
@@ -42,7 +42,7 @@ def last(run, satellite, event_id):
 
 @pytest.mark.slow
 def test_scripted_and_injected_faults_on_ray(local_ray, tmp_path, capsys):
-    from runtime.cli import main
+    from orbitos.runtime.cli import main
 
     config = write_config(tmp_path, SCRIPTED)
     epoch = load_constellation(CONFIG).epoch_utc_s

@@ -16,12 +16,12 @@ import ray
 from cryptography.hazmat.primitives import serialization
 from ray.cluster_utils import Cluster
 
-from drivers.native import NativeStorageTransport
-from drivers.storage import StorageDriver
-from kernel.fs import FileSystem
-from runtime.constellation_run import ConstellationRun
-from runtime.ray_cluster import NAMESPACE, SATELLITE_LABEL
-from sim_hw.clock import VirtualClock
+from orbitos.drivers.native import NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.kernel.fs import FileSystem
+from orbitos.runtime.constellation_run import ConstellationRun
+from orbitos.runtime.ray_cluster import NAMESPACE, SATELLITE_LABEL
+from orbitos.sim_hw.clock import VirtualClock
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 

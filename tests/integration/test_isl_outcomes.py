@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from runtime.constellation_run import ConstellationRun
+from orbitos.runtime.constellation_run import ConstellationRun
 from tests.integration.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import pytest
 import ray
 from cryptography.hazmat.primitives import serialization
 
-from runtime.client import Client, OutOfReach
-from runtime.constellation_run import ConstellationRun
-from runtime.ray_cluster import HOST_NAME, NAMESPACE
+from orbitos.runtime.client import Client, OutOfReach
+from orbitos.runtime.constellation_run import ConstellationRun
+from orbitos.runtime.ray_cluster import HOST_NAME, NAMESPACE
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_demo_main_path_end_to_end(local_ray, capsys):
     relays and collector, the run, the summary) with the summary's promised keys."""
     import json
 
-    from runtime.cli import main
+    from orbitos.runtime.cli import main
     assert main(["demo", "--speed", "1200", "--orbits", "0.3", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     for key in ("satellites", "sim_seconds", "wall_seconds", "alerts", "isl_messages_delivered",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from runtime.constellation_run import ConstellationRun
-from sim_hw.constellation import load_constellation
+from orbitos.runtime.constellation_run import ConstellationRun
+from orbitos.sim_hw.constellation import load_constellation
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 
@@ -66,7 +66,7 @@ def main(sys, argv):
         logged = wait_for(lambda: [e for e in run.logs("TB05", 100) if e["event_id"] == "SUBMITTED"])
         assert logged[0]["fields"]["status"] == "placed"
 
-        from runtime.client import Client
+        from orbitos.runtime.client import Client
         via_client = Client(run, "TB07").submit({"name": "via-client", "ops": {"gpu": 1e15}, "deadline_s": 1800})
         assert via_client["status"] == "placed" and via_client["submitted_by"] == "TB07"
         stranger = Signer(Path(tempfile.mkdtemp())).image(name="worker", code="def main(sys, argv):\n    pass\n")

@@ -13,7 +13,7 @@ import pytest
 import ray
 from cryptography.hazmat.primitives import serialization
 
-from runtime.constellation_run import ConstellationRun, SatelliteUnavailable
+from orbitos.runtime.constellation_run import ConstellationRun, SatelliteUnavailable
 from tests.integration.waiting import wait_for
 from tests.unit.kernel.harness import Signer
 

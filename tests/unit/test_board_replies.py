@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.device_tree import DRIVER_CLASSES
-from drivers.replies import MAX_WAIT_S
-from drivers.transport import LocalTransport
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import OpResult, SatelliteHardware
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.device_tree import DRIVER_CLASSES
+from orbitos.drivers.replies import MAX_WAIT_S
+from orbitos.drivers.transport import LocalTransport
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import OpResult, SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0
 
 OUTCOMES: Counter[str] = Counter()

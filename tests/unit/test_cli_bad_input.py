@@ -23,7 +23,7 @@ FAST_S = 20.0  # every refusal here comes well within this (most in under 2 s)
 
 def orbitos(env, *args, timeout=FAST_S, cwd=ROOT):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, args)], env=env,
+    done = subprocess.run([sys.executable, "-m", "orbitos.runtime.cli", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
     done.elapsed_s = time.monotonic() - started
     return done
@@ -151,7 +151,7 @@ CASES = [
 
 
 def _has_fault_command() -> bool:
-    from runtime.cli import build_parser
+    from orbitos.runtime.cli import build_parser
 
     return "fault" in build_parser().format_help()
 
@@ -223,7 +223,7 @@ def test_a_port_that_accepts_but_is_not_ray_is_bounded(tmp_path):
 
 def test_up_claims_its_home_once_and_replaces_a_stale_session(tmp_path, monkeypatch):
     """In-process: the lock and the session checks `up` makes before it boots anything."""
-    from runtime import cli_constellation as cc
+    from orbitos.runtime import cli_constellation as cc
 
     monkeypatch.setenv("ORBITOS_HOME", str(tmp_path))
     (tmp_path / "session.json").write_text(json.dumps({"address": "127.0.0.1:9", "pid": 2 ** 22 + 7}))
@@ -247,8 +247,8 @@ def test_up_claims_its_home_once_and_replaces_a_stale_session(tmp_path, monkeypa
 def test_times_and_status_marks():
     import io
 
-    from runtime.cli_constellation import _status_table
-    from runtime.cli_output import iso_utc, mission_elapsed
+    from orbitos.runtime.cli_constellation import _status_table
+    from orbitos.runtime.cli_output import iso_utc, mission_elapsed
 
     assert iso_utc(1_780_272_000.4) == "2026-06-01T00:00:00Z" and iso_utc(None) == "-"
     assert mission_elapsed(1_780_272_000 + 5025, 1_780_272_000) == "T+01:23:45"
@@ -273,7 +273,7 @@ def test_times_and_status_marks():
 def test_tables_never_cut_a_value_short_on_a_narrow_terminal(monkeypatch):
     import io
 
-    from runtime.cli_output import print_table
+    from orbitos.runtime.cli_output import print_table
 
     class Terminal(io.StringIO):
         def isatty(self):

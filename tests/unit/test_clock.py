@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from sim_hw.clock import ClockDeadlock, ClockError, VirtualClock, WallClock
+from orbitos.sim_hw.clock import ClockDeadlock, ClockError, VirtualClock, WallClock
 
 
 def test_wall_clock_runs_at_its_speed():

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sim_hw.constellation import load_constellation
-from sim_hw.profile import load_profile
-from sim_hw.spec_loading import ConfigError
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.spec_loading import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "constellations"

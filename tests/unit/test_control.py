@@ -14,14 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.image import (OPERATE_CAPABILITIES, Grants, ImageError, Keyring, key_id, operator_grants,
+from orbitos.kernel.image import (OPERATE_CAPABILITIES, Grants, ImageError, Keyring, key_id, operator_grants,
                           read_grants, verify_image)
-from runtime.constellation_run import SCHEDULER_CAPABILITIES
-from runtime.control import OPS, OperatorSigner, signed_bytes
-from runtime.replay_window import ReplayWindow
-from runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
-from sim_hw.constellation import load_constellation
-from sim_hw.world import World
+from orbitos.runtime.constellation_run import SCHEDULER_CAPABILITIES
+from orbitos.runtime.control import OPS, OperatorSigner, signed_bytes
+from orbitos.runtime.replay_window import ReplayWindow
+from orbitos.runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.world import World
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -411,7 +411,7 @@ def test_a_window_that_cannot_be_kept_is_an_event_and_the_request_runs():
 
 
 def test_operator_entries_and_a_run_without_a_key():
-    from runtime.constellation_run import ConstellationRun, operator_entries
+    from orbitos.runtime.constellation_run import ConstellationRun, operator_entries
 
     run_key, scheduler_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     entries = operator_entries(run_key, scheduler_key, (pem(OBSERVER.private_key),

@@ -12,13 +12,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from drivers.device_tree import DeviceTree
-from drivers.fpga import bitstream_manifest
-from sim_hw.clock import VirtualClock
-from sim_hw.compute_kernels import KERNELS
-from sim_hw.device_ops import OPERATIONS, device_kind, operations_of
-from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import SatelliteHardware
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.drivers.fpga import bitstream_manifest
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.compute_kernels import KERNELS
+from orbitos.sim_hw.device_ops import OPERATIONS, device_kind, operations_of
+from orbitos.sim_hw.device_server import DeviceServer
+from orbitos.sim_hw.hardware import SatelliteHardware
 
 from tests.unit.test_device_server_attacks import PROFILE, T0
 

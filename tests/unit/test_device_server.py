@@ -15,11 +15,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from drivers.transport import TcpTransport
-from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.wire import (FrameError, FrameTooLarge, decode_body, encode, read_frame)
+from orbitos.drivers.transport import TcpTransport
+from orbitos.sim_hw.device_server import DeviceServer
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.wire import (FrameError, FrameTooLarge, decode_body, encode, read_frame)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "examples" / "profiles" / "three-body.toml"
@@ -154,7 +154,7 @@ def test_connection_refused_is_clear():
 
 @pytest.fixture
 def server_process():
-    process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "hw", "serve", str(PROFILE),
+    process = subprocess.Popen([sys.executable, "-m", "orbitos.runtime.cli", "hw", "serve", str(PROFILE),
                                 "--port", "0", "--start", "2026-06-01T00:00:00Z"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     line = process.stdout.readline()

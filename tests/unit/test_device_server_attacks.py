@@ -17,12 +17,12 @@ import numpy as np
 import psutil
 import pytest
 
-from drivers.transport import TcpTransport
-from sim_hw.compute_kernels import MAX_OUTPUT_BYTES
-from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import MAX_ADVANCE_S, MAX_LAG_S, MAX_SPEED, SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, encode, read_frame
+from orbitos.drivers.transport import TcpTransport
+from orbitos.sim_hw.compute_kernels import MAX_OUTPUT_BYTES
+from orbitos.sim_hw.device_server import DeviceServer
+from orbitos.sim_hw.hardware import MAX_ADVANCE_S, MAX_LAG_S, MAX_SPEED, SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.wire import DEFAULT_MAX_FRAME_BYTES, encode, read_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE_PATH = ROOT / "examples" / "profiles" / "three-body.toml"
@@ -67,7 +67,7 @@ def closed_by_peer(sock, timeout_s):
 # -- a 64 MiB announcement costs nothing until the bytes arrive -------------------------------------
 @pytest.fixture
 def server_process():
-    process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "hw", "serve", str(PROFILE_PATH),
+    process = subprocess.Popen([sys.executable, "-m", "orbitos.runtime.cli", "hw", "serve", str(PROFILE_PATH),
                                 "--port", "0", "--start", "2026-06-01T00:00:00Z"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     line = process.stdout.readline()
@@ -255,7 +255,7 @@ def test_oversized_kernels_are_refused_before_any_work_and_others_are_served():
         assert error.value.errno == errno.EINVAL and "operations" in str(error.value)
         # The FPGA plans a run against its slot's kernel: the same limit.
         bitstream = b"\x01" * 1024
-        from drivers.fpga import bitstream_manifest
+        from orbitos.drivers.fpga import bitstream_manifest
         transport.call("fpga0", "load", {"slot": 0, "manifest": bitstream_manifest("c", "conv2d", bitstream),
                                          "bitstream": bitstream}, T0 + 2.0)
         with pytest.raises(OSError) as error:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.wire import FrameError, encode, read_frame
+from orbitos.sim_hw.device_server import DeviceServer
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.wire import FrameError, encode, read_frame
 
 from tests.unit.test_device_server_attacks import PROFILE_PATH, T0
 

@@ -4,14 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
-from sim_hw.devices import DeviceCost, DeviceModelError
-from sim_hw.devices.fpga import Bitstream, FpgaModel, FpgaSpec
-from sim_hw.devices.gpu import GpuModel, GpuSpec
-from sim_hw.devices.imager import ImagerModel, ImagerSpec
-from sim_hw.devices.laser import LaserTerminalModel
-from sim_hw.devices.storage import StorageModel, StorageSpec
-from sim_hw.links import LaserTerminalSpec
-from sim_hw.scene import CLOUD, FLOOD, WATER, GroundEvent, surface_classes
+from orbitos.sim_hw.devices import DeviceCost, DeviceModelError
+from orbitos.sim_hw.devices.fpga import Bitstream, FpgaModel, FpgaSpec
+from orbitos.sim_hw.devices.gpu import GpuModel, GpuSpec
+from orbitos.sim_hw.devices.imager import ImagerModel, ImagerSpec
+from orbitos.sim_hw.devices.laser import LaserTerminalModel
+from orbitos.sim_hw.devices.storage import StorageModel, StorageSpec
+from orbitos.sim_hw.links import LaserTerminalSpec
+from orbitos.sim_hw.scene import CLOUD, FLOOD, WATER, GroundEvent, surface_classes
 
 GPU = GpuSpec(tops_int8=744.0, tops_fp16=186.0, tops_fp32=46.5, memory_bytes=1 << 30,
               idle_power_w=20.0, active_power_w=140.0, utilization=0.6, launch_overhead_s=0.0)
@@ -193,7 +193,7 @@ def test_conv2d_is_the_valid_correlation_whatever_the_shapes(channels, height, w
                                                              flat_image, dtype, seed):
     """conv2d loops in as few numpy calls as the shapes allow, along rows, columns or taps:
     checked against the plain im2col einsum it replaced, exactly for integers."""
-    from sim_hw.compute_kernels import KernelError, run_kernel
+    from orbitos.sim_hw.compute_kernels import KernelError, run_kernel
     rng = np.random.default_rng(seed)
     channels = 1 if flat_image else channels
     image = (rng.random((channels, height, width)) * 10).astype(dtype)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from runtime.fault_injection import (FAULT_KINDS, MAX_FAULT_S, check_fault, isl_neighbours,
+from orbitos.runtime.fault_injection import (FAULT_KINDS, MAX_FAULT_S, check_fault, isl_neighbours,
                                      parse_target, terminal_peers)
-from runtime.routing import ContactGraphRouter
-from runtime.satellite_host import HostSpec, SatelliteHost
-from sim_hw.clock import VirtualClock
-from sim_hw.constellation import load_constellation
-from sim_hw.world import World
+from orbitos.runtime.routing import ContactGraphRouter
+from orbitos.runtime.satellite_host import HostSpec, SatelliteHost
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.world import World
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ def test_brownout_energy_falls_by_the_load_integrated_then_recovers():
     """In sunlight, a 1,200 s brownout with loads switched inside it: the stored energy falls by
     exactly (integral of the load) / discharge efficiency, the ledger still balances, nothing is
     generated meanwhile; after it the array charges the battery again."""
-    from sim_hw.power import (BatterySpec, EnergyLedger, EpsSpec, GenerationProfile, PowerModelError,
+    from orbitos.sim_hw.power import (BatterySpec, EnergyLedger, EpsSpec, GenerationProfile, PowerModelError,
                               PowerSystem, SolarArraySpec)
     battery = BatterySpec(capacity_wh=1000.0, charge_efficiency=0.9, discharge_efficiency=0.8,
                           reserve_fraction=0.3, critical_fraction=0.1, initial_soc=0.6)
@@ -285,7 +285,7 @@ def test_a_hop_cut_by_an_outage_is_routed_again_from_the_satellite_holding_it():
     """A message on its way TB01 -> TB02 -> TB03 -> TB04 when TB01-TB02 goes down: the network
     routes it again from TB01, the long way round the ring, and it still arrives (counted
     rerouted); with both of TB01's links down it waits in TB01's custody until one is back."""
-    from runtime.isl_network import IslNetwork
+    from orbitos.runtime.isl_network import IslNetwork
     plan = World(load_constellation(CONFIG), 1.0).contact_plan
     t0 = load_constellation(CONFIG).epoch_utc_s + 60.0
     clock = VirtualClock(t0)
@@ -401,11 +401,11 @@ def test_orbitos_fault_refuses_bad_input_without_a_traceback(tmp_path):
              (["TB01", "brownout"], "--for"),
              (["TB01"], "KIND")]
     for argv, message in cases:
-        done = subprocess.run([sys.executable, "-m", "runtime.cli", "fault", *argv], env=env,
+        done = subprocess.run([sys.executable, "-m", "orbitos.runtime.cli", "fault", *argv], env=env,
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 2, (argv, done.stdout, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, (argv, done.stderr)
-    from runtime.cli_constellation import _fault_duration_s
+    from orbitos.runtime.cli_constellation import _fault_duration_s
     assert [_fault_duration_s(t) for t in ("90", "90s", "5m", "5min", "1.5h", " 2H ")] == \
         [90.0, 90.0, 300.0, 300.0, 5400.0, 7200.0]
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sim_hw.faults import FaultError, FaultRates, FaultSchedule, SaaExposure, in_saa
+from orbitos.sim_hw.faults import FaultError, FaultRates, FaultSchedule, SaaExposure, in_saa
 
 RATES = FaultRates(device_failures_per_day=2.0, node_resets_per_day=1.0,
                    link_outages_per_day=3.0, brownouts_per_day=0.5)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes, parse_header
-from drivers.storage import StorageDriver
-from kernel.fs import FileSystem
-from sim_hw.clock import VirtualClock
+from orbitos.drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes, parse_header
+from orbitos.drivers.storage import StorageDriver
+from orbitos.kernel.fs import FileSystem
+from orbitos.sim_hw.clock import VirtualClock
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,10 +137,10 @@ def test_a_lease_taker_waits_for_a_write_in_flight_and_gives_up_with_ebusy(tmp_p
 
 WRITER = """
 import errno, sys
-from drivers.native import NativeStorageTransport
-from drivers.storage import StorageDriver
-from kernel.fs import FileSystem
-from sim_hw.clock import VirtualClock
+from orbitos.drivers.native import NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.kernel.fs import FileSystem
+from orbitos.sim_hw.clock import VirtualClock
 driver = StorageDriver("storage0", NativeStorageTransport(sys.argv[1], 512, 1089, holder="child"), VirtualClock(0.0))
 driver.probe()
 driver.open()
@@ -283,7 +283,7 @@ def _operator():
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from runtime.control import OperatorSigner
+    from orbitos.runtime.control import OperatorSigner
 
     signer = OperatorSigner(Ed25519PrivateKey.generate())
     return signer, signer.private_key.public_key().public_bytes(
@@ -296,9 +296,9 @@ OPERATOR, OPERATOR_PEM = _operator()
 def host_spec(state, signer, satellites=("TB01",)):
     from cryptography.hazmat.primitives import serialization
 
-    from runtime.satellite_host import HostSpec
-    from sim_hw.constellation import load_constellation
-    from sim_hw.world import World
+    from orbitos.runtime.satellite_host import HostSpec
+    from orbitos.sim_hw.constellation import load_constellation
+    from orbitos.sim_hw.world import World
 
     config = ROOT / "examples" / "constellations" / "three-body-12.toml"
     constellation = load_constellation(config)
@@ -312,7 +312,7 @@ def host_spec(state, signer, satellites=("TB01",)):
 def test_an_idle_satellite_is_fenced_by_the_watchdogs_lease_check():
     """No app writes: the watchdog's lease check (every 5 s simulated) still finds the lease
     taken and halts the old instance."""
-    from runtime.satellite_host import SatelliteHost
+    from orbitos.runtime.satellite_host import SatelliteHost
 
     spec = host_spec(Path(tempfile.mkdtemp()), Signer(Path(tempfile.mkdtemp())))
     old, new = SatelliteHost(spec), SatelliteHost(spec)
@@ -336,7 +336,7 @@ def test_a_host_booted_again_on_the_same_files_fences_the_running_one():
     host B boots TB01 from the same state directory (as the supervisor does after a partition).
     A's kernel reports FENCED and halts (no app left, state "fenced"); B is the next
     incarnation, and what B acknowledges is there when a third incarnation boots."""
-    from runtime.satellite_host import SatelliteHost
+    from orbitos.runtime.satellite_host import SatelliteHost
 
     signer = Signer(Path(tempfile.mkdtemp()))
     spec = host_spec(Path(tempfile.mkdtemp()), signer)
@@ -447,7 +447,7 @@ def test_a_write_with_both_headers_unreadable_is_refused_with_eio_and_writes_not
 def test_bad_supervision_arguments_are_refused_before_ray_starts(arguments, message):
     import ray
 
-    from runtime.constellation_run import ConstellationRun
+    from orbitos.runtime.constellation_run import ConstellationRun
     was_running = ray.is_initialized()
     with pytest.raises(ValueError, match=message):
         ConstellationRun.up(ROOT / "examples" / "constellations" / "three-body-12.toml", **arguments)
@@ -455,6 +455,6 @@ def test_bad_supervision_arguments_are_refused_before_ray_starts(arguments, mess
 
 
 def test_a_supervisor_needs_a_positive_period():
-    from runtime.supervision import Supervisor
+    from orbitos.runtime.supervision import Supervisor
     with pytest.raises(ValueError, match="supervision period must be > 0 s"):
         Supervisor(None, 0.0)

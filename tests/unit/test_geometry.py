@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from sim_hw.frames import EARTH_RADIUS_KM
-from sim_hw.geometry import (SPEED_OF_LIGHT_KM_S, beta_angle_deg, eclipse_fraction_circular,
+from orbitos.sim_hw.frames import EARTH_RADIUS_KM
+from orbitos.sim_hw.geometry import (SPEED_OF_LIGHT_KM_S, beta_angle_deg, eclipse_fraction_circular,
                              elevation_deg, illumination_fraction, in_cylindrical_shadow,
                              light_time_s, line_of_sight, max_los_range_km)
-from sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker
-from sim_hw.sun import AU_KM, sun_direction, sun_position_km
+from orbitos.sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker
+from orbitos.sim_hw.sun import AU_KM, sun_direction, sun_position_km
 
 MARCH_EQUINOX_2026 = datetime(2026, 3, 20, 14, 46, tzinfo=timezone.utc).timestamp()  # USNO
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.device_tree import DeviceTree
-from sim_hw.clock import VirtualClock
-from sim_hw.device_ops import COMMON, OPERATIONS, OpError
-from sim_hw.faults import FaultEvent, FaultSchedule
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.scene import FLOOD, GroundEvent
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.device_ops import COMMON, OPERATIONS, OpError
+from orbitos.sim_hw.faults import FaultEvent, FaultSchedule
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.scene import FLOOD, GroundEvent
+from orbitos.sim_hw.track import SatelliteTrack
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = load_profile(ROOT / "examples" / "profiles" / "three-body.toml")
@@ -127,7 +127,7 @@ def test_request_limits_are_checked_before_any_work_and_memory_does_not_jump():
     """Old code ran the einsum of this conv2d over a 1025x1025x1024x1024 window view: many GB."""
     import psutil
 
-    from sim_hw.compute_kernels import MAX_OPERATIONS, MAX_OUTPUT_BYTES, MAX_SLOW_OPERATIONS
+    from orbitos.sim_hw.compute_kernels import MAX_OPERATIONS, MAX_OUTPUT_BYTES, MAX_SLOW_OPERATIONS
 
     hardware = SatelliteHardware(PROFILE, "TB01", SatelliteTrack.reference("TB01", T0, hours=1.0))
     image = np.ones((2048, 2048), dtype=np.float32)
@@ -170,8 +170,8 @@ def test_the_driver_refuses_an_oversized_request_before_it_leaves():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    from drivers.gpu import GpuDriver
-    from drivers.transport import TcpTransport
+    from orbitos.drivers.gpu import GpuDriver
+    from orbitos.drivers.transport import TcpTransport
     gpu = GpuDriver("gpu0", TcpTransport(f"tcp://127.0.0.1:{port}", connect_timeout_s=1), VirtualClock(T0))
     gpu.state = "up"  # as if probed; the endpoint is gone since
     gpu.open()

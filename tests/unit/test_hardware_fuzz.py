@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sim_hw.device_ops import OPERATIONS, OpError, operations_of
-from sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.device_ops import OPERATIONS, OpError, operations_of
+from orbitos.sim_hw.hardware import SatelliteHardware
 
 from tests.unit.test_device_server_attacks import PROFILE, T0
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from runtime.isl_network import FRAME_OVERHEAD_BYTES, IslNetwork
-from runtime.link_crypto import (HEADER_BYTES, REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity,
+from orbitos.runtime.isl_network import FRAME_OVERHEAD_BYTES, IslNetwork
+from orbitos.runtime.link_crypto import (HEADER_BYTES, REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity,
                                  SealedFrame, establish)
-from sim_hw.clock import VirtualClock
-from sim_hw.contact_plan import ContactPlan, ContactWindow
-from sim_hw.device_ops import OpError
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.track import SatelliteTrack
-from sim_hw.wire import encode
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.contact_plan import ContactPlan, ContactWindow
+from orbitos.sim_hw.device_ops import OpError
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.track import SatelliteTrack
+from orbitos.sim_hw.wire import encode
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = load_profile(ROOT / "examples" / "profiles" / "three-body.toml")

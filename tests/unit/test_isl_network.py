@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.isl_network import FRAME_OVERHEAD_BYTES, IslNetwork
-from runtime.link_crypto import SealedFrame
-from sim_hw.clock import VirtualClock
-from sim_hw.constellation import load_constellation
-from sim_hw.contact_plan import ContactPlan, ContactWindow
-from sim_hw.wire import encode
-from sim_hw.world import World
+from orbitos.runtime.isl_network import FRAME_OVERHEAD_BYTES, IslNetwork
+from orbitos.runtime.link_crypto import SealedFrame
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.contact_plan import ContactPlan, ContactWindow
+from orbitos.sim_hw.wire import encode
+from orbitos.sim_hw.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ def test_anti_replay_window_takes_frames_out_of_order_once():
     """Frames may arrive in another order than sealed (messages meeting on a link from two
     paths): within the 64-frame window each is taken once; a duplicate or one older than the
     window is a replay."""
-    from runtime.link_crypto import REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity, establish
+    from orbitos.runtime.link_crypto import REPLAY_WINDOW, FrameRejected, MessageBinding, SatelliteIdentity, establish
 
     sealing, opening = establish(SatelliteIdentity("A"), SatelliteIdentity("B"), 7)
     frames = [sealing.seal(f"m{i}".encode(), MessageBinding("A", "B", i, 1)) for i in range(REPLAY_WINDOW + 10)]

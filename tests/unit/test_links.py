@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from sim_hw.contact_plan import ContactPlan, ContactPlanError, ContactWindow
-from sim_hw.geometry import SPEED_OF_LIGHT_KM_S, line_of_sight
-from sim_hw.links import (GroundStation, IslPolicy, LaserTerminalSpec, ShellLayout,
+from orbitos.sim_hw.contact_plan import ContactPlan, ContactPlanError, ContactWindow
+from orbitos.sim_hw.geometry import SPEED_OF_LIGHT_KM_S, line_of_sight
+from orbitos.sim_hw.links import (GroundStation, IslPolicy, LaserTerminalSpec, ShellLayout,
                           build_contact_plan, ground_windows, margin_runs)
-from sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker
+from orbitos.sim_hw.orbits import WalkerDelta, propagate, satrecs_from_walker
 
 EPOCH = 1_780_272_000.0
 LASER = LaserTerminalSpec(terminals=4, max_range_km=5400.0, rate_bps=100e9, acquisition_s=15.0,

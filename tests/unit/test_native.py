@@ -6,20 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from drivers.device_tree import DeviceTree
-from drivers.native import HEADER_BYTES, NativeGpuTransport, NativeStorageTransport, cuda_array_module
-from drivers.storage import TAG_BYTES, StorageDriver
-from sim_hw.clock import VirtualClock
-from sim_hw.profile import load_profile
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.drivers.native import HEADER_BYTES, NativeGpuTransport, NativeStorageTransport, cuda_array_module
+from orbitos.drivers.storage import TAG_BYTES, StorageDriver
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "examples" / "profiles" / "three-body.toml"
 
 WRITER = """
 import sys
-from drivers.native import NativeStorageTransport
-from drivers.storage import StorageDriver
-from sim_hw.clock import WallClock
+from orbitos.drivers.native import NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.sim_hw.clock import WallClock
 driver = StorageDriver("storage0", NativeStorageTransport(sys.argv[1], 4096, 64), WallClock())
 driver.probe()
 driver.open()

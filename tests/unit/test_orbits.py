@@ -5,9 +5,9 @@ import pytest
 from sgp4.api import Satrec
 from sgp4.propagation import gstime
 
-from sim_hw.frames import (EARTH_RADIUS_KM, ecef_to_geodetic, geodetic_to_ecef, gmst_rad,
+from orbitos.sim_hw.frames import (EARTH_RADIUS_KM, ecef_to_geodetic, geodetic_to_ecef, gmst_rad,
                            julian_date, teme_to_ecef)
-from sim_hw.orbits import (OrbitError, WalkerDelta, kepler_period_s, load_tle_file, propagate,
+from orbitos.sim_hw.orbits import (OrbitError, WalkerDelta, kepler_period_s, load_tle_file, propagate,
                            satrecs_from_walker, sun_synchronous_inclination_deg)
 
 EPOCH = 1_780_272_000.0  # 2026-06-01T00:00:00Z

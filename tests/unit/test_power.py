@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from sim_hw.power import (BatterySpec, EnergyLedger, EpsSpec, GenerationProfile, PowerModelError,
+from orbitos.sim_hw.power import (BatterySpec, EnergyLedger, EpsSpec, GenerationProfile, PowerModelError,
                           PowerSystem, SolarArraySpec, integrate_fleet, integrate_segment,
                           solar_power_w)
-from sim_hw.sun import AU_KM
+from orbitos.sim_hw.sun import AU_KM
 
 BATTERY = BatterySpec(capacity_wh=100.0, charge_efficiency=0.9, discharge_efficiency=0.8,
                       reserve_fraction=0.3, critical_fraction=0.1, initial_soc=0.5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import build_parser
+from orbitos.runtime.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "deploy.md"]
@@ -65,7 +65,7 @@ def test_the_offline_commands_run_as_written(tmp_path):
         if not offline:
             continue
         argv = [str(ROOT / a) if a.startswith(("examples/",)) else a for a in argv]
-        done = subprocess.run([sys.executable, "-m", "runtime.cli", *argv], cwd=tmp_path, env=env,
+        done = subprocess.run([sys.executable, "-m", "orbitos.runtime.cli", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         if argv[:2] == ["app", "keygen"] and ran.count("keygen") >= 1:
             assert done.returncode == 2 and "exists" in done.stderr  # the second doc's keygen: same key
@@ -82,6 +82,6 @@ def test_shell_completion_completes_commands_and_options():
                            ("orbitos app k", "keygen")):
         env = dict(os.environ, PYTHONPATH=str(ROOT), _ARGCOMPLETE="1", _ARGCOMPLETE_IFS="\n",
                    COMP_LINE=line, COMP_POINT=str(len(line)))
-        done = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m runtime.cli 8>&1 9>/dev/null"],
+        done = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m orbitos.runtime.cli 8>&1 9>/dev/null"],
                               env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 0 and expected in done.stdout.split(), (line, done.stdout, done.stderr)

@@ -13,11 +13,11 @@ import pytest
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kernel.image import OPERATE_CAPABILITIES
-from runtime.control import OperatorSigner
-from runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
-from sim_hw.constellation import load_constellation
-from sim_hw.world import World
+from orbitos.kernel.image import OPERATE_CAPABILITIES
+from orbitos.runtime.control import OperatorSigner
+from orbitos.runtime.satellite_host import CONTROL_PORT, HostSpec, SatelliteHost
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.world import World
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.scheduler.engine import PlanBuilder
-from runtime.scheduler.evaluate import evaluate
-from runtime.scheduler.model import DataObject, Task, TaskError, task_from_dict
-from runtime.scheduler.policies import POLICIES, plan, replan
-from runtime.scheduler.state import ConstellationState, energy_curves
-from runtime.scheduler.workload import generate, random_soc
-from sim_hw.constellation import load_constellation
-from sim_hw.power import EnergyLedger, integrate_segment
-from sim_hw.world import World
+from orbitos.runtime.scheduler.engine import PlanBuilder
+from orbitos.runtime.scheduler.evaluate import evaluate
+from orbitos.runtime.scheduler.model import DataObject, Task, TaskError, task_from_dict
+from orbitos.runtime.scheduler.policies import POLICIES, plan, replan
+from orbitos.runtime.scheduler.state import ConstellationState, energy_curves
+from orbitos.runtime.scheduler.workload import generate, random_soc
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.power import EnergyLedger, integrate_segment
+from orbitos.sim_hw.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "constellations" / "three-body-12.toml"
@@ -151,13 +151,13 @@ def test_builder_energy_check_agrees_with_the_exact_flight(state):
                                                    state.eta_d[row])[0]
             accepted += 1
         t += 1800.0
-    from runtime.scheduler.evaluate import fly_batteries
+    from orbitos.runtime.scheduler.evaluate import fly_batteries
     flown = fly_batteries(state, builder.extra_w)
     assert accepted > 0 and flown[row].min() >= state.reserve_wh[row] - 1e-3
 
 
 def test_milp_reference_and_gap():
-    from runtime.scheduler.milp import compare_small
+    from orbitos.runtime.scheduler.milp import compare_small
     record = compare_small(str(CONFIG), seed=2, hours=4.0, count=10)
     assert record["milp_optimal"] is True
     assert record["orbitos_gap"] <= 0.05

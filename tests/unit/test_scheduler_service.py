@@ -14,12 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.control import OperatorSigner
-from runtime.satellite_host import HostSpec, SatelliteHost
-from runtime.scheduler.state import ConstellationState
-from runtime.scheduler_service import SchedulerService
-from sim_hw.constellation import load_constellation
-from sim_hw.world import World
+from orbitos.runtime.control import OperatorSigner
+from orbitos.runtime.satellite_host import HostSpec, SatelliteHost
+from orbitos.runtime.scheduler.state import ConstellationState
+from orbitos.runtime.scheduler_service import SchedulerService
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.world import World
 from tests.unit.kernel.harness import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -414,7 +414,7 @@ def test_losses_in_any_order_leave_no_work_on_a_lost_satellite(world12):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from sim_hw.clock import WallClock
+    from orbitos.sim_hw.clock import WallClock
 
     ids = list(world12.constellation.satellite_ids)
     t0 = float(world12.times_utc_s[0])

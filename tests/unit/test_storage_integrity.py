@@ -8,13 +8,13 @@ import struct
 
 import pytest
 
-from drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes, pack_header
-from drivers.storage import TAG_BYTES, StorageDriver
-from drivers.transport import LocalTransport
-from kernel.fs import DATA_START, FileSystem
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes, pack_header
+from orbitos.drivers.storage import TAG_BYTES, StorageDriver
+from orbitos.drivers.transport import LocalTransport
+from orbitos.kernel.fs import DATA_START, FileSystem
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0
 
 BLOCK = 512

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from sim_hw.wire import (MAX_CONTAINER_LEN, MIN_CONTAINER_BUDGET, FrameError, container_budget, decode_body, encode,
+from orbitos.sim_hw.wire import (MAX_CONTAINER_LEN, MIN_CONTAINER_BUDGET, FrameError, container_budget, decode_body, encode,
                          unpack_length)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_an_array_or_map_announcing_more_than_the_limit_is_a_frame_error():
 
 HOSTILE = textwrap.dedent("""
     import resource, struct, sys
-    from sim_hw.wire import FrameError, decode_body
+    from orbitos.sim_hw.wire import FrameError, decode_body
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the frame itself counts
     n = 16 << 20
     kind = sys.argv[1]

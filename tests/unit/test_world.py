@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli import main
-from sim_hw.constellation import load_constellation
-from sim_hw.frames import EARTH_RADIUS_KM
-from sim_hw.geometry import SPEED_OF_LIGHT_KM_S
-from sim_hw.orbits import kepler_period_s
-from sim_hw.world import World, WorldError
+from orbitos.runtime.cli import main
+from orbitos.sim_hw.constellation import load_constellation
+from orbitos.sim_hw.frames import EARTH_RADIUS_KM
+from orbitos.sim_hw.geometry import SPEED_OF_LIGHT_KM_S
+from orbitos.sim_hw.orbits import kepler_period_s
+from orbitos.sim_hw.world import World, WorldError
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE_BODY = ROOT / "examples" / "constellations" / "three-body-12.toml"

@@ -10,12 +10,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from kernel.image import Keyring, build_image, generate_key, load_private_key
-from kernel.kernel import Kernel, KernelConfig
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.profile import load_profile
-from sim_hw.track import SatelliteTrack
+from orbitos.kernel.image import Keyring, build_image, generate_key, load_private_key
+from orbitos.kernel.kernel import Kernel, KernelConfig
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.profile import load_profile
+from orbitos.sim_hw.track import SatelliteTrack
 
 ROOT = Path(__file__).resolve().parents[3]
 PROFILE = load_profile(ROOT / "examples" / "profiles" / "three-body.toml")

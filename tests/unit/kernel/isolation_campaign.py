@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sim_hw.clock import WallClock
+from orbitos.sim_hw.clock import WallClock
 from tests.unit.kernel.harness import T0, Signer, make_kernel, run_script
 from tests.unit.kernel.isolation_helpers import isolated_image
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from kernel.image import build_image
+from orbitos.kernel.image import build_image
 from tests.unit.kernel.harness import SCRIPT_APP, Signer, manifest_toml
 
 

@@ -1,11 +1,11 @@
 """The example apps on a real kernel: hello, the flood watcher, the housekeeping logger."""
 
-from kernel.kernel import KernelConfig
-from sim_hw.devices.imager import ImagerModel
-from sim_hw.faults import FaultSchedule
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.scene import FLOOD, GroundEvent
-from sim_hw.track import SatelliteTrack
+from orbitos.kernel.kernel import KernelConfig
+from orbitos.sim_hw.devices.imager import ImagerModel
+from orbitos.sim_hw.faults import FaultSchedule
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.scene import FLOOD, GroundEvent
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0, make_kernel
 
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from kernel.api import Sys, _Syscalls
-from kernel.arguments import exact_int, exact_seconds, exact_str, plain, safe_repr
-from kernel.events import EventLog
-from kernel.kernel import Kernel
-from kernel.process import Process
-from sim_hw.clock import WallClock
+from orbitos.kernel.api import Sys, _Syscalls
+from orbitos.kernel.arguments import exact_int, exact_seconds, exact_str, plain, safe_repr
+from orbitos.kernel.events import EventLog
+from orbitos.kernel.kernel import Kernel
+from orbitos.kernel.process import Process
+from orbitos.sim_hw.clock import WallClock
 from tests.unit.kernel.harness import run_script, make_kernel
 
 LIARS = '''
@@ -485,7 +485,7 @@ def test_unloading_an_apps_code_while_another_imports_leaves_no_zombie():
     # RuntimeError escaped the process's cleanup and the process never ended.
     from types import ModuleType
 
-    from kernel.loader import unload
+    from orbitos.kernel.loader import unload
 
     stop = threading.Event()
 

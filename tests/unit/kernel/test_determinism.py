@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from sim_hw.clock import VirtualClock
+from orbitos.sim_hw.clock import VirtualClock
 from tests.unit.kernel.harness import Signer, T0, make_kernel
 
 PRODUCER = """
@@ -218,7 +218,7 @@ def main(sys, argv):
 def test_app_start_is_recorded_before_the_app_runs_on_a_wall_clock(signer):
     """On a wall clock threads really run in parallel: APP_START must be emitted before the
     app's thread starts, not after."""
-    from sim_hw.clock import WallClock
+    from orbitos.sim_hw.clock import WallClock
 
     image = signer.image(code=FIRST_THING, name="first", limits={"processes": 30})  # all 30 may overlap
     kernel = make_kernel(signer, clock=WallClock(speed=1000.0, start_utc=T0))

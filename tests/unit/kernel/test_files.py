@@ -3,13 +3,13 @@ import errno
 
 import pytest
 
-from drivers.storage import StorageDriver
-from drivers.transport import LocalTransport
-from kernel.fs import FileSystem
-from kernel.kernel import KernelConfig
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import SatelliteHardware
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.storage import StorageDriver
+from orbitos.drivers.transport import LocalTransport
+from orbitos.kernel.fs import FileSystem
+from orbitos.kernel.kernel import KernelConfig
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0, make_kernel, run_script
 
 
@@ -129,7 +129,7 @@ def test_boot_starts_the_startup_table_and_reports_a_dead_device(signer):
     system) starts, and a device whose backend is gone is an event while the rest come up."""
     import socket
 
-    from kernel.kernel import Kernel, StartupEntry
+    from orbitos.kernel.kernel import Kernel, StartupEntry
     first = make_kernel(signer)
     with first.clock.participant():
         first.boot()

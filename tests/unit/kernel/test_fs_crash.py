@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes
-from drivers.storage import TAG_BYTES, StorageDriver
-from drivers.transport import LocalTransport
-from kernel.fs import _HEADER, COPIES, DATA_START, INODE_BYTES, SLOT_A, SLOT_B, SLOT_BLOCKS, FileSystem
-from sim_hw.clock import VirtualClock
-from sim_hw.hardware import OpResult, SatelliteHardware
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.native import HEADER_BYTES, NativeStorageTransport, file_bytes
+from orbitos.drivers.storage import TAG_BYTES, StorageDriver
+from orbitos.drivers.transport import LocalTransport
+from orbitos.kernel.fs import _HEADER, COPIES, DATA_START, INODE_BYTES, SLOT_A, SLOT_B, SLOT_BLOCKS, FileSystem
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.hardware import OpResult, SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0, make_kernel, run_script
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -524,10 +524,10 @@ def content(i):
 
 WRITER = CONTENT + """
 import sys, time
-from drivers.native import NativeStorageTransport
-from drivers.storage import StorageDriver
-from kernel.fs import FileSystem
-from sim_hw.clock import WallClock
+from orbitos.drivers.native import NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.kernel.fs import FileSystem
+from orbitos.sim_hw.clock import WallClock
 driver = StorageDriver("storage0", NativeStorageTransport(sys.argv[1], 512, int(sys.argv[3])), WallClock())
 driver.probe()
 driver.open()

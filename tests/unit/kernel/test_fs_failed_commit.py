@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from drivers.native import NativeStorageTransport
-from drivers.storage import StorageDriver
-from kernel.fs import FileSystem
-from sim_hw.clock import VirtualClock
+from orbitos.drivers.native import NativeStorageTransport
+from orbitos.drivers.storage import StorageDriver
+from orbitos.kernel.fs import FileSystem
+from orbitos.sim_hw.clock import VirtualClock
 
 OLD = b"acknowledged-v1 " * 64  # two 512-byte blocks
 NEW = b"never-acked-v2 " * 68

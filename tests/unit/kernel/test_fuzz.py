@@ -34,8 +34,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from kernel.api import SYSCALLS
-from kernel.kernel import KernelConfig
+from orbitos.kernel.api import SYSCALLS
+from orbitos.kernel.kernel import KernelConfig
 from tests.unit.kernel.harness import make_kernel
 
 CALLS_PER_BATCH = 50

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kernel.image import Grants, ImageError, Keyring, parse_version, read_grants, verify_image
+from orbitos.kernel.image import Grants, ImageError, Keyring, parse_version, read_grants, verify_image
 from tests.unit.kernel.harness import make_kernel
 from tests.unit.kernel.isolation_helpers import isolated_image
 
@@ -144,8 +144,8 @@ from itertools import product  # noqa: E402
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from kernel.api import _allowed  # the syscall layer's own pattern check  # noqa: E402
-from kernel.image import AppManifest, Capabilities  # noqa: E402
+from orbitos.kernel.api import _allowed  # the syscall layer's own pattern check  # noqa: E402
+from orbitos.kernel.image import AppManifest, Capabilities  # noqa: E402
 
 NAMES = ["".join(p) for n in range(5) for p in product("ab.", repeat=n)]
 PATHS = ["/" + "/".join(p) for n in range(1, 4) for p in product("ab", repeat=n)]

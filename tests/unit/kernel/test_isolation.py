@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from kernel.isolation import describe_status
-from kernel.kernel import KernelConfig
-from sim_hw.clock import WallClock
+from orbitos.kernel.isolation import describe_status
+from orbitos.kernel.kernel import KernelConfig
+from orbitos.sim_hw.clock import WallClock
 from tests.unit.kernel.harness import T0, make_kernel, run_script
 from tests.unit.kernel.isolation_helpers import isolated_image
 
@@ -135,7 +135,7 @@ def test_malformed_calls_on_the_raw_socket_get_errors_not_the_kernel(kernel, sig
     call of the wrong shape, a result that cannot be sent: each gets an errno, and the app goes on."""
     result, values = run_isolated(kernel, signer, """
         import socket
-        from sim_hw.wire import encode, read_frame
+        from orbitos.sim_hw.wire import encode, read_frame
         raw = socket.socket(fileno=3)
         calls = [{"name": "_kernel"}, {"name": "__init__"}, {"name": 7}, {"name": "getpid", "args": {}},
                  {"name": "getpid", "kwargs": {1: 2}}, {"name": "getpid", "args": [1, 2, 3]},

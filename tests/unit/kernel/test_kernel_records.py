@@ -5,9 +5,9 @@ import errno
 
 import pytest
 
-from kernel.kernel import KernelConfig
-from kernel.fs import SLOT_A
-from sim_hw.clock import WallClock
+from orbitos.kernel.kernel import KernelConfig
+from orbitos.kernel.fs import SLOT_A
+from orbitos.sim_hw.clock import WallClock
 from tests.unit.kernel.harness import make_kernel, run_script
 
 
@@ -75,12 +75,12 @@ def test_the_scrubber_reports_metadata_it_repaired(signer):
 
 
 def test_a_repaired_block_file_header_is_an_event_at_boot(tmp_path, signer):
-    from drivers.native import HEADER_BYTES, NativeStorageTransport
-    from sim_hw.hardware import SatelliteHardware
-    from sim_hw.track import SatelliteTrack
+    from orbitos.drivers.native import HEADER_BYTES, NativeStorageTransport
+    from orbitos.sim_hw.hardware import SatelliteHardware
+    from orbitos.sim_hw.track import SatelliteTrack
     from tests.unit.kernel.harness import PROFILE, T0
-    from kernel.kernel import Kernel
-    from sim_hw.clock import VirtualClock
+    from orbitos.kernel.kernel import Kernel
+    from orbitos.sim_hw.clock import VirtualClock
 
     path = tmp_path / "sat.blocks"
     NativeStorageTransport(path, blocks=2048).close()

@@ -4,7 +4,7 @@ import errno
 import msgpack
 import pytest
 
-from kernel.image import ImageError, verify_image
+from orbitos.kernel.image import ImageError, verify_image
 from tests.unit.kernel.harness import Signer, run_script
 
 LOOP = """
@@ -122,7 +122,7 @@ def test_many_processes_fit_and_time_still_moves(signer):
     """Hundreds of processes on one kernel: small stacks, no polling; virtual time advances
     only when all of them wait, and every one of them wakes when its sleep ends."""
     from tests.unit.kernel.harness import make_kernel
-    from kernel.kernel import KernelConfig
+    from orbitos.kernel.kernel import KernelConfig
     kernel = make_kernel(signer, config=KernelConfig(exited_kept=300))
     image = signer.image(code="def main(sys, argv):\n    for _ in range(3):\n        sys.sleep(60.0)\n",
                          limits={"processes": 300})
@@ -135,7 +135,7 @@ def test_many_processes_fit_and_time_still_moves(signer):
 
 
 def test_app_cli_keygen_build_verify(tmp_path, capsys):
-    from runtime.cli import main
+    from orbitos.runtime.cli import main
     key = tmp_path / "dev.key"
     assert main(["app", "keygen", str(key)]) == 0
     assert main(["app", "keygen", str(key)]) == 2  # never overwrites a key

@@ -17,15 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.device_tree import DeviceTree
-from kernel.events import EventLog
-from kernel.kernel import INSTALLED_TABLE, Kernel
-from kernel.services import SupervisedService, SupervisionPolicy
-from sim_hw.clock import VirtualClock
-from sim_hw.device_ops import OpError
-from sim_hw.device_server import DeviceServer
-from sim_hw.hardware import OpResult, SatelliteHardware
-from sim_hw.track import SatelliteTrack
+from orbitos.drivers.device_tree import DeviceTree
+from orbitos.kernel.events import EventLog
+from orbitos.kernel.kernel import INSTALLED_TABLE, Kernel
+from orbitos.kernel.services import SupervisedService, SupervisionPolicy
+from orbitos.sim_hw.clock import VirtualClock
+from orbitos.sim_hw.device_ops import OpError
+from orbitos.sim_hw.device_server import DeviceServer
+from orbitos.sim_hw.hardware import OpResult, SatelliteHardware
+from orbitos.sim_hw.track import SatelliteTrack
 from tests.unit.kernel.harness import PROFILE, T0, Signer, make_kernel
 
 TICKER = """
