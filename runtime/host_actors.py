@@ -141,7 +141,7 @@ class SatelliteHostActor:
         self._owner_of = owner_of
         self._names = dict(names)
         self._handles: dict[int, Any] = {}
-        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy())
+        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy(), remote_laser=self._remote_laser)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             reboot_reason = "the host process died and Ray restarted it"
         self.booted: dict[str, Any] | None = None
@@ -164,6 +164,20 @@ class SatelliteHostActor:
             outcome = Future()
             outcome.set_exception(exc)
         return outcome
+
+    def _remote_laser(self, satellite: str, peer: str, start_utc_s: float, end_utc_s: float) -> None:
+        """Charge the laser of a satellite on another host for traffic this host carried over it
+        (fire and forget: an energy record, not a message; a host that is gone has no battery
+        left to charge)."""
+        index = self._owner_of[satellite]
+        try:
+            handle = self._handles.get(index)
+            if handle is None:
+                handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
+                self._handles[index] = handle
+            handle.charge_laser.remote(satellite, peer, start_utc_s, end_utc_s)
+        except Exception:  # noqa: BLE001 - the host's actor is gone: nothing to charge
+            self._handles.pop(index, None)
 
     def boot(self) -> dict[str, Any]:
         if self.booted is None:
@@ -196,6 +210,10 @@ class SatelliteHostActor:
     @ray.method(concurrency_group="data")
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         return self.host.deliver(satellite, port, message, sender)
+
+    @ray.method(concurrency_group="data")
+    def charge_laser(self, satellite: str, peer: str, start_utc_s: float, end_utc_s: float) -> None:
+        self.host.charge_laser(satellite, peer, start_utc_s, end_utc_s)
 
     @ray.method(concurrency_group="control")
     def control(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -118,11 +118,28 @@ class _SatelliteTarget:
         return self.start_once(image, argv)
 
 
+RemoteLaser = Callable[[str, str, float, float], None]
+
+
+@dataclass(frozen=True)
+class _RemoteLaser:
+    """The laser of a satellite hosted elsewhere, as the network charges it."""
+
+    satellite: str
+    charge: RemoteLaser
+
+    def laser_active(self, peer: str, start_utc_s: float, end_utc_s: float) -> None:
+        self.charge(self.satellite, peer, start_utc_s, end_utc_s)
+
+
 class SatelliteHost:
     def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
-                 scheduler: Any = None, clock: SimClock | None = None) -> None:
+                 scheduler: Any = None, clock: SimClock | None = None,
+                 remote_laser: RemoteLaser | None = None) -> None:
         """`clock`: the host's clock (tests pass a VirtualClock); by default a WallClock at the
-        spec's speed anchored at its Unix instant."""
+        spec's speed anchored at its Unix instant. `remote_laser(satellite, peer, start, end)`
+        charges the laser of a satellite hosted elsewhere for traffic this host's network
+        carries over it (fire and forget); without it, such hop ends count `laser_uncharged`."""
         self.spec = spec
         self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
@@ -158,7 +175,8 @@ class SatelliteHost:
         for satellite in spec.members or constellation.satellite_ids:
             if satellite not in self.kernels and remote_deliver is not None:
                 self.network.attach(satellite, lambda port, message, sender, satellite=satellite:
-                                    remote_deliver(satellite, port, message, sender))
+                                    remote_deliver(satellite, port, message, sender),
+                                    None if remote_laser is None else _RemoteLaser(satellite, remote_laser))
         # pids started by the control op "run" (their ends go to the scheduler), and recent
         # ends not yet matched (a process can end before "run" has noted its pid)
         self._run_pids: set[tuple[str, int]] = set()
@@ -262,6 +280,13 @@ class SatelliteHost:
             else:
                 kernel.deliver(port, message, sender)
         return deliver
+
+    def charge_laser(self, satellite: str, peer: str, start_utc_s: float, end_utc_s: float) -> None:
+        """Traffic another host's network carried over a link of `satellite`: its laser draws
+        its active power over [start, end). Raises KeyError for a satellite not hosted here,
+        and what `SatelliteHardware.laser_active` raises (no terminal towards `peer`)."""
+        self.kernel(satellite)
+        self.hardware[satellite].laser_active(peer, start_utc_s, end_utc_s)
 
     def deliver(self, satellite: str, port: int, message: Any, sender: str) -> bool:
         """A message for one of this host's satellites, from another host. False if refused."""

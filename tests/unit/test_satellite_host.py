@@ -182,3 +182,28 @@ def main(sys, argv):
     finally:
         for host in again.values():
             host.shutdown()
+
+
+def test_charge_laser_for_traffic_another_host_carried():
+    """Another host's network carried traffic over a link of one of ours: our satellite's laser
+    draws (power_w - idle_power_w) over that interval more than its twin's; a satellite not
+    hosted here is a KeyError."""
+    hosts, plan = _pair(Signer(Path(tempfile.mkdtemp())))
+    twins, _ = _pair(Signer(Path(tempfile.mkdtemp())))
+    host = hosts["a"]
+    try:
+        satellite = next(iter(host.kernels))
+        busy, quiet = host.hardware[satellite], twins["a"].hardware[satellite]
+        t0 = busy.power.t + 100.0
+        peer = next(w.target for w in plan.windows if w.kind == "isl" and w.source == satellite)
+        host.charge_laser(satellite, peer, t0, t0 + 36.0)
+        for hardware in (busy, quiet):
+            hardware.power.advance_to(t0 + 100.0)
+        laser = busy.profile.laser
+        extra_wh = busy.power.ledger.consumed_wh - quiet.power.ledger.consumed_wh
+        assert extra_wh == pytest.approx((laser.power_w - laser.idle_power_w) * 36.0 / 3600.0, rel=1e-9)
+        with pytest.raises(KeyError, match="XX"):
+            host.charge_laser("XX", peer, t0, t0 + 1.0)
+    finally:
+        for h in (*hosts.values(), *twins.values()):
+            h.shutdown()
