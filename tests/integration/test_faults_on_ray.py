@@ -41,13 +41,22 @@ def last(run, satellite, event_id):
 
 
 @pytest.mark.slow
-def test_scripted_and_injected_faults_on_ray(local_ray, tmp_path, capsys):
+def test_scripted_and_injected_faults_on_ray(local_ray, tmp_path, capsys, monkeypatch):
+    import ray
+
+    from orbitos.kernel.image import generate_key, load_private_key
     from orbitos.runtime.cli import main
 
     config = write_config(tmp_path, SCRIPTED)
     epoch = load_constellation(CONFIG).epoch_utc_s
     at = epoch + 360.0
-    run = ConstellationRun.up(config, hosts=2, speed=SPEED, hours=1.0)
+    home = tmp_path / "home"
+    home.mkdir()
+    generate_key(home / "operator.key")  # the CLI below signs with it, as `up` would have written it
+    monkeypatch.setenv("ORBITOS_HOME", str(home))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what `--address` sets; restored after the test
+    run = ConstellationRun.up(config, hosts=2, speed=SPEED, hours=1.0,
+                              operator_key=load_private_key(home / "operator.key"))
     try:
         assert run.owner_of["TB06"] != run.owner_of["TB07"]  # the cut link joins the two hosts
         wait_for(lambda: run.now() > at + 30.0, timeout_s=40.0)
@@ -84,10 +93,12 @@ def test_scripted_and_injected_faults_on_ray(local_ray, tmp_path, capsys):
 
         # and through the CLI, on the same cluster
         out = io.StringIO()
-        assert main(["fault", "TB10-TB11", "link_outage", "--for", "1m", "--json"], out=out) == 0
+        address = ray.get_runtime_context().gcs_address
+        assert main(["fault", "TB10-TB11", "link_outage", "--for", "1m", "--json", "--address", address],
+                    out=out) == 0, capsys.readouterr().err
         printed = json.loads(out.getvalue())
         assert printed["target"] == "TB10-TB11" and printed["end_utc_s"] - printed["start_utc_s"] == 60.0
-        assert main(["fault", "TB99", "brownout", "--for", "10"], out=io.StringIO()) == 2
+        assert main(["fault", "TB99", "brownout", "--for", "10", "--address", address], out=io.StringIO()) == 2
         assert "'TB99' is neither" in capsys.readouterr().err
         counters = run.fault_counters()
         assert counters["node_reset"] == 2 and counters["brownout"] == 1 and counters["errors"] == 0
