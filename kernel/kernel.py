@@ -252,10 +252,11 @@ class Kernel:
                          "halting (apps stopped, nothing more written)", reason=reason[:300])
         self._halted = self.clock.start_thread(self._halt, name=f"{self.satellite_id}:fenced")
 
-    def _halt(self, timeout_s: float = 10.0) -> None:
+    def _stop_everything(self, reason: str, timeout_s: float) -> None:
+        """Kill every live process without restart, stop the services, wait for the ends."""
         for process in self.live():
             try:
-                self.kill(process.pid, "fenced: another incarnation owns this satellite", restart=False)
+                self.kill(process.pid, reason, restart=False)
             except OSError:
                 pass  # it ended meanwhile
         self._stop.set()
@@ -263,6 +264,9 @@ class Kernel:
             if not process.exited.is_set():
                 self.clock.wait(process.exited, timeout_s)
         app_threads.CpuSweeper.shared().forget(self)
+
+    def _halt(self, timeout_s: float = 10.0) -> None:
+        self._stop_everything("fenced: another incarnation owns this satellite", timeout_s)
         self.events.emit("HALTED", "critical", "kernel", f"{self.satellite_id} halted after losing "
                          "its storage lease")
         if self.tree is not None:
@@ -279,16 +283,7 @@ class Kernel:
             self.state = "stopped"
             return
         self.state = "stopping"
-        for process in self.live():
-            try:
-                self.kill(process.pid, "kernel shutdown", restart=False)
-            except OSError:
-                pass  # it ended meanwhile
-        self._stop.set()
-        for process in list(self.processes.values()):
-            if not process.exited.is_set():
-                self.clock.wait(process.exited, timeout_s)
-        app_threads.CpuSweeper.shared().forget(self)
+        self._stop_everything("kernel shutdown", timeout_s)
         self.events.emit("SHUTDOWN", "info", "kernel", f"{self.satellite_id} stopped")
         self.state = "stopped"
         if self.tree is not None:

@@ -148,17 +148,21 @@ class SatelliteHostActor:
         if reboot_reason is not None:
             self.booted = self.host.boot(reboot_reason)
 
+    def _handle(self, index: int) -> Any:
+        """The actor of host `index`, looked up by name once. Raises ValueError when none."""
+        handle = self._handles.get(index)
+        if handle is None:
+            handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
+            self._handles[index] = handle
+        return handle
+
     def _remote_deliver(self, satellite: str, port: int, message: Any, sender: str) -> Future:
         """Hand a message to the host of `satellite` without waiting: a Future of that host's
         answer (True delivered, False refused), which the network counts when it completes; an
         exception in it (no such host, the host died) counts the message lost."""
         index = self._owner_of[satellite]
         try:
-            handle = self._handles.get(index)
-            if handle is None:
-                handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
-                self._handles[index] = handle
-            outcome = handle.deliver.remote(satellite, port, message, sender).future()
+            outcome = self._handle(index).deliver.remote(satellite, port, message, sender).future()
         except Exception as exc:  # the host's actor is gone (ValueError) or cannot be called
             self._handles.pop(index, None)
             outcome = Future()
@@ -171,11 +175,7 @@ class SatelliteHostActor:
         left to charge)."""
         index = self._owner_of[satellite]
         try:
-            handle = self._handles.get(index)
-            if handle is None:
-                handle = ray.get_actor(self._names[index], namespace=NAMESPACE)
-                self._handles[index] = handle
-            handle.charge_laser.remote(satellite, peer, start_utc_s, end_utc_s)
+            self._handle(index).charge_laser.remote(satellite, peer, start_utc_s, end_utc_s)
         except Exception:  # noqa: BLE001 - the host's actor is gone: nothing to charge
             self._handles.pop(index, None)
 
