@@ -182,7 +182,7 @@ def main(sys, argv):
     port = sys.bind(6000, depth=10000)
     first = None
     for i in range(count):
-        sys.recv(port, timeout_s=1e9)
+        sys.recv(port, timeout_s=1e8)
         if first is None:
             first = time.time()
     sys.log("RECEIVED", "info", count=count, first_unix_s=first, last_unix_s=time.time())

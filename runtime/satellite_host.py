@@ -68,6 +68,7 @@ CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control req
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
 _LOG = logging.getLogger("orbitos.host")
+ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
 
 
 @dataclass(frozen=True)

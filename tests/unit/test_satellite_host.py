@@ -67,6 +67,14 @@ def main(sys, argv):
         assert [r["id"] for r in rows] == list(ids) and all(r["state"] == "running" for r in rows)
         assert all(0.0 < r["soc"] <= 1.0 for r in rows)
         assert hosts["a"].network_counters()["delivered"] >= 1
+        # the sender ended (not started by "run"): its end is kept for a late match, no listener fails
+        deadline = time.monotonic() + 10.0
+        while hosts["a"].kernel("TB06").live() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not hosts["a"].kernel("TB06").live()
+        assert not [e for h in hosts.values() for k in h.kernels.values()
+                    for e in k.events.events("EXIT_LISTENER_FAILED")]
+        assert any(key[0] == "TB06" for key in hosts["a"]._recent_ends)
     finally:
         for host in hosts.values():
             host.shutdown()
