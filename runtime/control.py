@@ -21,7 +21,8 @@ one for another satellite ("wrong_satellite"), one whose key is no operator key 
 signature does not verify ("bad_signature"), one that came over the ISL network from another
 gateway than it was signed for ("wrong_route"), one whose sequence number it has seen
 ("replayed") or that is more than 64 behind the highest it has seen ("too_old": an anti-replay
-window per operator key and satellite, `runtime.replay_window`), an unknown operation
+window per operator key and satellite, `runtime.replay_window`), one whose window cannot be
+written to the satellite's file system ("window_not_kept", e.g. ENOSPC: fail closed), an unknown operation
 ("unknown_op"), and an operation whose capability the key was not granted ("not_permitted").
 An authentic, fresh request consumes its sequence number whatever its fate after that.
 
@@ -62,7 +63,7 @@ WINDOW_DIR = "/etc/control"
 MAX_SEQUENCE = (1 << 63) - 1
 MAX_LOG_EVENTS = 10_000
 REFUSALS = ("malformed", "unsigned", "wrong_satellite", "unknown_key", "bad_signature", "wrong_route",
-            "replayed", "too_old", "unknown_op", "not_permitted")
+            "replayed", "too_old", "window_not_kept", "unknown_op", "not_permitted")
 
 
 class ControlTarget(Protocol):
@@ -386,6 +387,9 @@ class ControlTable:
         return window
 
     def _keep(self, target: ControlTarget, key: str, window: ReplayWindow) -> None:
+        """Write the window to the satellite's file system before the request runs. Raises
+        Refused("window_not_kept") when it cannot be written: a request that ran without its
+        number kept would be accepted again after a reboot (fail closed)."""
         fs = target.kernel.fs
         if fs is None:
             return  # a satellite in memory only forgets everything at its next boot anyway
@@ -396,6 +400,10 @@ class ControlTable:
         except OSError as exc:
             target.kernel.events.emit("CONTROL_WINDOW_NOT_KEPT", "error", "runtime",
                                       f"anti-replay window of key {key} not written: {exc}")
+            raise Refused(exc.errno or errno.EIO, "window_not_kept",
+                          f"{target.kernel.satellite_id}: control request refused: its anti-replay "
+                          f"window could not be kept ({exc.strerror or exc}), so it could be replayed "
+                          "after a reboot") from None
 
 
 def result_value(result: dict[str, Any], satellite: str) -> Any:

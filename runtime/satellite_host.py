@@ -182,7 +182,8 @@ class SatelliteHost:
         self._run_pids: set[tuple[str, int]] = set()
         self._recent_ends: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._ends_lock = threading.Lock()
-        self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        # request id -> (answered, answers, the target whose reply is awaited)
+        self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]], str]] = {}
         self._pending_lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self._host_tag = uuid.uuid4().hex[:8]
@@ -276,7 +277,7 @@ class SatelliteHost:
             if kernel.state != "running":
                 raise OSError(errno.ECONNREFUSED, f"{satellite} is {kernel.state}")
             if port == CONTROL_PORT:
-                self._control(satellite, message)
+                self._control(satellite, message, sender)
             else:
                 kernel.deliver(port, message, sender)
         return deliver
@@ -297,16 +298,18 @@ class SatelliteHost:
             return False
 
     # -- control requests over the ISL network ------------------------------------------------
-    def _control(self, satellite: str, message: Any) -> None:
+    def _control(self, satellite: str, message: Any, sender: str) -> None:
         """A control request for `satellite` (performed off the network's thread) or a reply
-        for a request this host sent. Raises ECONNREFUSED for anything else."""
+        for a request this host sent, taken only from the satellite the request went to (its
+        sender is that satellite's id; a message an app or a client forged is not). Raises
+        ECONNREFUSED for anything else."""
         if not isinstance(message, dict) or message.get("kind") not in ("request", "reply"):
             raise OSError(errno.ECONNREFUSED, f"{satellite}: port {CONTROL_PORT} takes control "
                                               "requests and replies only")
         if message["kind"] == "reply":
             with self._pending_lock:
                 waiting = self._pending.get(message.get("id"))
-            if waiting is not None:
+            if waiting is not None and sender == waiting[2]:
                 waiting[1].append(message)
                 waiting[0].set()
             return
@@ -366,7 +369,7 @@ class SatelliteHost:
         done = threading.Event()
         answers: list[dict[str, Any]] = []
         with self._pending_lock:
-            self._pending[request_id] = (done, answers)
+            self._pending[request_id] = (done, answers, target)
         try:
             try:
                 receipt = self.network.send(gateway, target, CONTROL_PORT, message, f"client@{gateway}",
@@ -391,8 +394,13 @@ class SatelliteHost:
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
         """A client's message from `gateway` to a port of `target`; the route and its latency,
-        or out of reach with when it would next arrive."""
+        or out of reach with when it would next arrive. Raises OSError(EINVAL) for port 0
+        (control requests go through `request`, signed) or a bad port, KeyError for an unknown
+        gateway or target."""
         self.kernel(gateway)
+        if port == CONTROL_PORT:
+            raise OSError(errno.EINVAL, f"port {CONTROL_PORT} carries signed control requests and their "
+                                        "replies only (use request)")
         try:
             receipt = self.network.send(gateway, target, port, message, f"client@{gateway}", ttl_s=ttl_s)
         except OSError as exc:
