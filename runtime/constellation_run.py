@@ -133,6 +133,7 @@ class ConstellationRun:
     state_lock: Any = field(default_factory=threading.RLock, repr=False)
     supervising_lock: Any = field(default_factory=threading.Lock, repr=False)
     _incidents_reported: int = 0
+    speed: float = 1.0  # simulated seconds per wall second (bounds the waits of ISL requests)
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -200,7 +201,7 @@ class ConstellationRun:
         run = cls(str(config_path), ids, owner_of, [], started_ray, 0.0, plan, placement, names,
                   state_dir=None if state_path is None else str(state_path), owns_state_dir=owns_state_dir,
                   on_node_loss=on_node_loss, max_restarts=max_restarts, call_timeout_s=call_timeout_s,
-                  operator=operator)
+                  operator=operator, speed=float(speed))
         for index, group in enumerate(groups):
             spec = HostSpec(str(Path(config_path).resolve()), tuple(group), speed,
                             constellation.epoch_utc_s, anchor, hours, plan_json, tuple(trusted_keys_pem),
@@ -274,7 +275,8 @@ class ConstellationRun:
         return cls(first["config_path"], tuple(first["members"]), owner_of, actors, False, 0.0,
                    ContactPlan.from_json(first["plan_json"]), names=names, nodes=nodes,
                    state_dir=first["state_dir"], supervising=False, call_timeout_s=call_timeout_s,
-                   operator=None if operator_key is None else OperatorSigner(operator_key))
+                   operator=None if operator_key is None else OperatorSigner(operator_key),
+                   speed=float(first.get("speed") or 1.0))
 
     # -- node loss -------------------------------------------------------------------------------
     def check(self) -> list[dict[str, Any]]:
@@ -403,14 +405,35 @@ class ConstellationRun:
     def request(self, gateway: str, targets: list[str], op: str, args: dict[str, Any] | None = None,
                 ttl_s: float = CLIENT_TTL_S) -> list[dict[str, Any]]:
         """A signed control request from `gateway` to each target over the ISL network
-        (`SatelliteHost.request`, port 0), all at once; the answers in order."""
+        (`SatelliteHost.request`, port 0), all at once; the answers in order. Bounded: the
+        host's own wait for the replies (2 TTL of simulated time, + 5 s) plus `call_timeout_s`.
+        Raises KeyError, LookupError as `_actor`, SatelliteUnavailable when the gateway's host
+        does not answer by then."""
         actor = self._actor(gateway)
-        return ray.get([actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s)
-                        for t in targets])
+        refs = [actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s) for t in targets]
+        return self._bounded(gateway, refs, self.call_timeout_s + 2.0 * ttl_s / self.speed + 5.0)
 
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        return ray.get(self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s))
+        """A client's message from `gateway`, within `call_timeout_s`. Raises KeyError,
+        LookupError as `_actor`, SatelliteUnavailable when the gateway's host does not answer,
+        OSError(EINVAL) for a bad port (port 0 included)."""
+        return self._bounded(gateway, self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s),
+                             self.call_timeout_s)
+
+    def _bounded(self, satellite: str, refs: Any, timeout_s: float) -> Any:
+        """ray.get within `timeout_s`; SatelliteUnavailable naming the host otherwise."""
+        try:
+            return ray.get(refs, timeout=timeout_s)
+        except GetTimeoutError:
+            why = f"no answer within {timeout_s:g} s (stopped or stuck)"
+        except RayActorError as exc:
+            why = f"{type(exc).__name__}: Ray reports the host actor " + \
+                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        index = self.owner_of[satellite]
+        self.unanswered = {self.names[index]: why}
+        raise SatelliteUnavailable(f"{satellite} did not answer: host {self.names[index]} on node "
+                                   f"{self.nodes.get(index, '?')[:12]}: {why}")
 
     def status(self) -> list[dict[str, Any]]:
         """One row per satellite, within `call_timeout_s`, with where it runs ("node": short
