@@ -90,3 +90,20 @@ def test_a_reply_from_another_satellite_than_the_target_is_not_taken():
         assert [r["value"] for r in taken] == ["real"]
     finally:
         host.shutdown()
+
+
+def test_a_request_accepted_by_the_new_instance_is_not_replayed_to_the_fenced_old_one():
+    # two hosts boot the same satellite on one block file (a partition, a supervisor that
+    # rebooted it elsewhere): the old instance's window knows nothing of the new one's requests
+    state = tempfile.mkdtemp()
+    old = make_host(state, satellites=("TB01",))
+    new = make_host(state, satellites=("TB01",))
+    try:
+        assert new.kernel("TB01").incarnation == old.kernel("TB01").incarnation + 1
+        accepted = ADMIN.sign("TB01", "listdir", {"path": "/"})
+        assert new.control(accepted)["ok"]
+        replayed = old.control(accepted)
+        assert not replayed["ok"], f"the fenced old instance performed a replayed request: {replayed}"
+    finally:
+        old.shutdown()
+        new.shutdown()
