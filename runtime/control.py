@@ -27,8 +27,11 @@ written to the satellite's file system ("window_not_kept", e.g. ENOSPC: fail clo
 An authentic, fresh request consumes its sequence number whatever its fate after that.
 
 Across a reboot: the window of each operator key is written to the satellite's file system
-(`/etc/control/<key id>.window`) before the operation runs, and read back the first time the
-key is seen after a boot, so a request recorded before the reboot stays refused after it.
+(`/etc/control/<key id>.window`) before the operation runs (a request whose window cannot be
+written is refused), and read back the first time the key is seen after a boot, so a request
+recorded before the reboot stays refused after it. A key with no window on the file system
+starts at the table's `fresh_floor` (the host's start, on Ray): storage that did not survive a
+restart (in memory) reopens no number signed before it.
 Sequence numbers are derived from time (`OperatorSigner`: microseconds of the Unix clock, and
 always above the signer's last one), so a signer started again (another CLI command) continues
 above the numbers its predecessors used without keeping any state.
@@ -273,9 +276,16 @@ class ControlTable:
     check, perform, count. `targets(satellite)` gives the `ControlTarget` of a hosted satellite
     (KeyError otherwise)."""
 
-    def __init__(self, keyring: Keyring, targets: Callable[[str], ControlTarget]) -> None:
+    def __init__(self, keyring: Keyring, targets: Callable[[str], ControlTarget],
+                 fresh_floor: int | None = None) -> None:
+        """`fresh_floor`: a sequence number (microseconds of the Unix clock, as `OperatorSigner`
+        numbers them) at or below which a key with no window on a satellite's file system is
+        refused ("too_old"): the host's start, so that a host whose satellites' storage did not
+        survive its restart (in memory, or a new block file) does not accept again what an
+        earlier instance accepted. None: no floor (a window never written starts empty)."""
         self.keyring = keyring
         self.targets = targets
+        self.fresh_floor = fresh_floor
         self.counters: dict[str, ControlCounters] = {}
         self._windows: dict[tuple[str, str], ReplayWindow] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -375,8 +385,9 @@ class ControlTable:
                 try:
                     kept = json.loads(fs.read_file(f"{WINDOW_DIR}/{key}.window"))
                     window = ReplayWindow(int(kept["highest"]), int(kept["bits"]))
-                except OSError:
-                    pass  # never written: this key was not seen on this file system
+                except OSError:  # never written: this key was not seen on this file system
+                    if self.fresh_floor is not None:
+                        window = ReplayWindow(self.fresh_floor, (1 << window.size) - 1)
                 except (ValueError, KeyError, TypeError):
                     # unreadable: refuse everything up to now rather than reopen old numbers
                     window = ReplayWindow(int(time.time() * 1_000_000), (1 << 64) - 1)

@@ -7,6 +7,7 @@ facade are elsewhere.
 from __future__ import annotations
 
 import errno
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -163,7 +164,10 @@ class SatelliteHostActor:
         self._owner_of = owner_of
         self._names = dict(names)
         self._handles: dict[int, Any] = {}
-        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy(), remote_laser=self._remote_laser)
+        # requests signed before this process started are refused for keys whose window its
+        # satellites' storage does not hold (memory storage is new at every restart)
+        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy(), remote_laser=self._remote_laser,
+                                  replay_floor_s=time.time())
         if ray.get_runtime_context().was_current_actor_reconstructed:
             reboot_reason = "the host process died and Ray restarted it"
         self.booted: dict[str, Any] | None = None

@@ -135,18 +135,21 @@ class _RemoteLaser:
 class SatelliteHost:
     def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
                  scheduler: Any = None, clock: SimClock | None = None,
-                 remote_laser: RemoteLaser | None = None) -> None:
+                 remote_laser: RemoteLaser | None = None, replay_floor_s: float | None = None) -> None:
         """`clock`: the host's clock (tests pass a VirtualClock); by default a WallClock at the
         spec's speed anchored at its Unix instant. `remote_laser(satellite, peer, start, end)`
         charges the laser of a satellite hosted elsewhere for traffic this host's network
-        carries over it (fire and forget); without it, such hop ends count `laser_uncharged`."""
+        carries over it (fire and forget); without it, such hop ends count `laser_uncharged`.
+        `replay_floor_s` (Unix time): control requests signed before it are refused for a key
+        whose anti-replay window is not on the satellite's file system (`ControlTable`)."""
         self.spec = spec
         self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
         self.clock = clock if clock is not None else WallClock(spec.speed, spec.start_utc_s,
                                                                spec.anchor_unix_s)
         keyring = host_keyring(spec)
-        self.control_table = ControlTable(keyring, self._target)
+        self.control_table = ControlTable(keyring, self._target, None if replay_floor_s is None
+                                          else int(replay_floor_s * 1_000_000))
         self.network = IslNetwork(ContactPlan.from_json(spec.plan_json), self.clock)
         start, end = spec.start_utc_s, spec.start_utc_s + spec.hours * 3600.0
         faults = constellation.fault_schedule(start, end)
