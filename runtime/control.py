@@ -404,6 +404,11 @@ class ControlTable:
         fs = target.kernel.fs
         if fs is None:
             return  # a satellite in memory only forgets everything at its next boot anyway
+        if target.kernel.state in ("new", "stopped"):
+            # halted for a reset (its storage closed) or not yet booted: this table's window,
+            # which outlives the kernel, holds the number until the next request after the boot
+            # writes it; a restart of the host meanwhile is covered by `fresh_floor`
+            return
         try:
             fs.mkdir(WINDOW_DIR, "runtime", parents=True)
             fs.write_file(f"{WINDOW_DIR}/{key}.window",

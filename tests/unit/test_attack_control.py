@@ -116,3 +116,19 @@ def test_a_request_accepted_by_the_new_instance_is_not_replayed_to_the_fenced_ol
     finally:
         old.shutdown()
         new.shutdown()
+
+
+def test_a_halted_satellite_still_answers_status_and_its_numbers_stay_used_after_it_boots():
+    # the fail-closed window must not refuse requests to a satellite halted by a node reset
+    # (its storage is closed until it boots again): status shows it "stopped"
+    host = make_host(tempfile.mkdtemp(), satellites=("TB01",))
+    try:
+        host.halt_satellite("TB01", "attack")
+        during = ADMIN.sign("TB01", "status")
+        answer = host.control(during)
+        assert answer["ok"] and answer["value"]["state"] == "stopped", answer
+        host.restart_satellite("TB01", "attack")
+        assert host.control(during)["refused"] == "replayed"
+        assert host.control(ADMIN.sign("TB01", "status"))["value"]["state"] == "running"
+    finally:
+        host.shutdown()
