@@ -21,7 +21,8 @@ one for another satellite ("wrong_satellite"), one whose key is no operator key 
 signature does not verify ("bad_signature"), one that came over the ISL network from another
 gateway than it was signed for ("wrong_route"), one whose sequence number it has seen
 ("replayed") or that is more than 64 behind the highest it has seen ("too_old": an anti-replay
-window per operator key and satellite, `runtime.replay_window`), one whose window cannot be
+window per operator key and satellite, `runtime.replay_window`), one numbered more than a day
+ahead of the satellite's Unix clock ("too_new": accepted, it would lock its key out for good), one whose window cannot be
 written to the satellite's file system ("window_not_kept", e.g. ENOSPC: fail closed), an unknown operation
 ("unknown_op"), and an operation whose capability the key was not granted ("not_permitted").
 An authentic, fresh request consumes its sequence number whatever its fate after that.
@@ -66,7 +67,8 @@ WINDOW_DIR = "/etc/control"
 MAX_SEQUENCE = (1 << 63) - 1
 MAX_LOG_EVENTS = 10_000
 REFUSALS = ("malformed", "unsigned", "wrong_satellite", "unknown_key", "bad_signature", "wrong_route",
-            "replayed", "too_old", "window_not_kept", "unknown_op", "not_permitted")
+            "replayed", "too_old", "too_new", "window_not_kept", "unknown_op", "not_permitted")
+MAX_AHEAD_S = 86_400.0  # a sequence number more than this ahead of the satellite's Unix clock is refused
 
 
 class ControlTarget(Protocol):
@@ -277,7 +279,7 @@ class ControlTable:
     (KeyError otherwise)."""
 
     def __init__(self, keyring: Keyring, targets: Callable[[str], ControlTarget],
-                 fresh_floor: int | None = None) -> None:
+                 fresh_floor: int | None = None, now_s: Callable[[], float] = time.time) -> None:
         """`fresh_floor`: a sequence number (microseconds of the Unix clock, as `OperatorSigner`
         numbers them) at or below which a key with no window on a satellite's file system is
         refused ("too_old"): the host's start, so that a host whose satellites' storage did not
@@ -286,6 +288,7 @@ class ControlTable:
         self.keyring = keyring
         self.targets = targets
         self.fresh_floor = fresh_floor
+        self._now_s = now_s  # the Unix clock a sequence number may not run ahead of by MAX_AHEAD_S
         self.counters: dict[str, ControlCounters] = {}
         self._windows: dict[tuple[str, str], ReplayWindow] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -358,6 +361,11 @@ class ControlTable:
         if via is not None and request.get("via") != via:
             raise Refused(errno.EACCES, "wrong_route", f"{satellite}: control request signed to come "
                                                        f"via {request.get('via')!r} came via {via!r}")
+        ahead_s = seq / 1_000_000 - self._now_s()
+        if ahead_s > MAX_AHEAD_S:  # accepted, it would lock the key out of this satellite for good
+            raise Refused(errno.EACCES, "too_new", f"{satellite}: control request {seq} of key {key} is "
+                          f"{ahead_s:.0f} s ahead of this satellite's clock (at most {MAX_AHEAD_S:.0f} s): "
+                          "is the signer's clock wrong?")
         with self._satellite_lock(satellite):
             window = self._window(satellite, key, target)
             verdict = window.verdict(seq)

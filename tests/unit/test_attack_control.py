@@ -132,3 +132,22 @@ def test_a_halted_satellite_still_answers_status_and_its_numbers_stay_used_after
         assert host.control(ADMIN.sign("TB01", "status"))["value"]["state"] == "running"
     finally:
         host.shutdown()
+
+
+def test_a_sequence_number_far_ahead_of_the_clock_does_not_lock_the_key_out():
+    # a signer whose clock is wrong (or a request numbered 2^63 - 1) was accepted, and every
+    # later request of that key was too old, for good (the window is persisted)
+    from orbitos.runtime.control import MAX_SEQUENCE, OperatorSigner
+
+    host = make_host(tempfile.mkdtemp(), satellites=("TB01",))
+    try:
+        for last in (MAX_SEQUENCE - 1, int((time.time() + 2 * 86_400.0) * 1e6)):
+            signer = OperatorSigner(ADMIN.private_key, now_s=lambda: 0.0)
+            signer._last = last  # its next number: last + 1
+            future = signer.sign("TB01", "status")
+            assert future["seq"] == last + 1
+            refused = host.control(future)
+            assert refused.get("refused") == "too_new" and "ahead" in refused["error"], refused
+        assert host.control(ADMIN.sign("TB01", "status"))["ok"]
+    finally:
+        host.shutdown()
