@@ -134,6 +134,7 @@ class ConstellationRun:
     supervising_lock: Any = field(default_factory=threading.Lock, repr=False)
     _incidents_reported: int = 0
     speed: float = 1.0  # simulated seconds per wall second (bounds the waits of ISL requests)
+    deploy_timeout_s: float = 60.0  # wall seconds `control_many` (deploy) waits for a host by default
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -366,8 +367,9 @@ class ConstellationRun:
                      timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Signed control requests (satellite, op, args) through the one table, by Ray calls
         to their hosts (one call per host); their results {ok, value | errno, error[, refused]},
-        in order. Raises KeyError, LookupError as `_actor`, PermissionError without a key,
-        GetTimeoutError and RayActorError from Ray."""
+        in order, each host waited for at most `timeout_s` (default `deploy_timeout_s`). Raises
+        KeyError, LookupError as `_actor`, PermissionError without a key, SatelliteUnavailable
+        naming a host that did not answer in time or that Ray reports dead or unavailable."""
         by_host: dict[int, list[int]] = {}
         signed = []
         for position, (satellite, op, args) in enumerate(requests):
@@ -377,8 +379,11 @@ class ConstellationRun:
         refs = {index: self.actors[index].control.remote([signed[p] for p in positions])
                 for index, positions in by_host.items()}
         results: list[dict[str, Any]] = [{}] * len(requests)
+        deadline = time.monotonic() + (self.deploy_timeout_s if timeout_s is None else timeout_s)
         for index, positions in by_host.items():
-            for position, result in zip(positions, ray.get(refs[index], timeout=timeout_s)):
+            satellite = requests[positions[0]][0]
+            answered = self._bounded(satellite, refs[index], max(0.0, deadline - time.monotonic()))
+            for position, result in zip(positions, answered):
                 results[position] = result
         return results
 

@@ -1,7 +1,8 @@
 """Attack on "nothing stays silently dead and queries are bounded" (runtime/constellation_run.py),
 by the attacker of issue 11: besides status/ps/logs/network_counters/events_since (covered in
 test_supervision.py), the run's ISL control requests (`request`, behind `Client` and
-`orbitos connect`) and client messages (`send_from`) waited on a SIGSTOPped host for ever."""
+`orbitos connect`), client messages (`send_from`) and `deploy` waited on a SIGSTOPped host for
+ever."""
 import os
 import signal
 import threading
@@ -36,7 +37,9 @@ def test_requests_and_messages_through_a_stopped_host_are_bounded(local_ray):
         first = run.request("TB02", ["TB01"], "status")[0]
         assert first["ok"] or first.get("reachable") is False, first
         os.kill(pid, signal.SIGSTOP)
+        run.deploy_timeout_s = 2.0
         calls = {"request_via_stopped": lambda: run.request("TB02", ["TB01"], "status"),
+                 "deploy_to_stopped": lambda: run.deploy(b"an image never looked at", to="TB04"),
                  "send_via_stopped": lambda: run.send_from("TB04", "TB01", 7, "hello"),
                  "request_to_stopped": lambda: run.request("TB01", ["TB02"], "status")}
         threads = [threading.Thread(target=attempt, args=item, daemon=True) for item in calls.items()]
@@ -46,10 +49,10 @@ def test_requests_and_messages_through_a_stopped_host_are_bounded(local_ray):
             thread.join(30.0)
         assert all(not t.is_alive() for t in threads), f"a call hung on a stopped host: {outcome}"
         # the gateway's host is stopped: SatelliteUnavailable naming it, within the bound
-        for name in ("request_via_stopped", "send_via_stopped"):
+        for name in ("request_via_stopped", "send_via_stopped", "deploy_to_stopped"):
             assert isinstance(outcome[name], SatelliteUnavailable), outcome
             assert "orbitos-host-1" in str(outcome[name])
-        assert outcome["send_via_stopped_s"] < 4.0 and outcome["request_via_stopped_s"] < 12.0, outcome
+        assert outcome["send_via_stopped_s"] < 4.0 and outcome["deploy_to_stopped_s"] < 5.0 and outcome["request_via_stopped_s"] < 12.0, outcome
         # the target's host is stopped: the gateway answers (no reply came, or out of reach now)
         answer = outcome["request_to_stopped"][0]
         assert answer["ok"] is False, answer
