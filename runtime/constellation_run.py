@@ -64,6 +64,10 @@ class SatelliteUnavailable(LookupError):
     its actor unavailable or dead."""
 
 
+class SchedulerUnavailable(LookupError):
+    """The run's scheduler actor did not answer in time, or Ray reports it unavailable or dead."""
+
+
 SCHEDULER_CAPABILITIES = ("observe", "read", "write", "run")  # live batteries and dispatch, no more
 
 
@@ -134,7 +138,8 @@ class ConstellationRun:
     supervising_lock: Any = field(default_factory=threading.Lock, repr=False)
     _incidents_reported: int = 0
     speed: float = 1.0  # simulated seconds per wall second (bounds the waits of ISL requests)
-    deploy_timeout_s: float = 60.0  # wall seconds `control_many` (deploy) waits for a host by default
+    deploy_timeout_s: float = 60.0
+    scheduler_timeout_s: float = 30.0  # wall seconds submit and tasks wait for the scheduler actor  # wall seconds `control_many` (deploy) waits for a host by default
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -548,11 +553,24 @@ class ConstellationRun:
         return self.scheduler
 
     def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
-        """Hand a task to the scheduler: its record (placed, or refused with the reason)."""
-        return ray.get(self._scheduler().submit.remote(task, submitted_by))
+        """Hand a task to the scheduler: its record (placed, or refused with the reason).
+        Raises LookupError without a scheduler, SchedulerUnavailable when it does not answer
+        within `scheduler_timeout_s`."""
+        return self._ask_scheduler(self._scheduler().submit.remote(task, submitted_by))
 
     def tasks(self) -> list[dict[str, Any]]:
-        return ray.get(self._scheduler().tasks.remote())
+        """Every task's record. Raises as `submit`."""
+        return self._ask_scheduler(self._scheduler().tasks.remote())
+
+    def _ask_scheduler(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref, timeout=self.scheduler_timeout_s)
+        except GetTimeoutError:
+            why = f"no answer within {self.scheduler_timeout_s:g} s (stopped or stuck)"
+        except RayActorError as exc:
+            why = f"{type(exc).__name__}: Ray reports the scheduler actor " + \
+                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        raise SchedulerUnavailable(f"the scheduler did not answer: {why}")
 
     def down(self) -> None:
         """Stop the supervisor, every kernel and host; shut Ray down if this run started it;

@@ -67,3 +67,24 @@ def test_a_stopped_host_does_not_hang_the_dispatch(local_ray, monkeypatch):
         os.kill(pid, signal.SIGCONT)
         scheduler.service.close()
         ray.kill(host)
+
+
+def test_a_stopped_scheduler_does_not_hang_submit_or_tasks(local_ray):
+    from orbitos.runtime.constellation_run import ConstellationRun, SchedulerUnavailable
+
+    run = ConstellationRun.up(CONFIG, hosts=1, speed=600.0, hours=1.0, satellites=("TB01", "TB02"),
+                              housekeeping_period_s=600.0, persist=False, scheduler=True,
+                              supervise_period_s=None)
+    pid = ray.get(run.scheduler.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    try:
+        assert run.tasks() == []
+        run.scheduler_timeout_s = 1.5
+        os.kill(pid, signal.SIGSTOP)
+        for call in (run.tasks, lambda: run.submit({"name": "t", "ops": {"gpu": 1e9}})):
+            started = time.monotonic()
+            with pytest.raises(SchedulerUnavailable, match="no answer within 1.5 s"):
+                call()
+            assert time.monotonic() - started < 4.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        run.down()
