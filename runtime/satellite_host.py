@@ -67,6 +67,7 @@ RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
+ENDS_KEPT = 256  # ends of processes not (yet) known as started by "run", kept for run_once to match
 _LOG = logging.getLogger("orbitos.host")
 
 
@@ -225,6 +226,10 @@ class SatelliteHost:
             old.shutdown(timeout_s=5.0)
         old.events.unlisten(old._publish_event)
         kernel = self._new_kernel(satellite, events=old.events)
+        with self._ends_lock:  # the new kernel numbers its processes from the start again: an end
+            # kept from the old one must not be taken for a new "run" that gets the same pid
+            for key in [k for k in self._recent_ends if k[0] == satellite]:
+                del self._recent_ends[key]
         kernel.events.emit("REBOOTED", "warning", "runtime", f"{satellite} rebooted: {reason}",
                            reason=reason[:200])
         self.kernels[satellite] = kernel
