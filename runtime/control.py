@@ -412,8 +412,8 @@ class ControlTable:
         fs = target.kernel.fs
         if fs is None:
             return  # a satellite in memory only forgets everything at its next boot anyway
-        if target.kernel.state in ("new", "stopped"):
-            # halted for a reset (its storage closed) or not yet booted: this table's window,
+        if target.kernel.state not in ("running", "fenced"):
+            # halted for a reset (its storage closed), booting or stopping: this table's window,
             # which outlives the kernel, holds the number until the next request after the boot
             # writes it; a restart of the host meanwhile is covered by `fresh_floor`
             return
