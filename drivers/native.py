@@ -51,6 +51,7 @@ _HEADER = struct.Struct(">20sIIQ64sI")  # magic, block_bytes, blocks, lease epoc
 _MAGIC_V2 = b"ORBITOS-BLOCKFILE-2\n"  # before leases: read as epoch 0, upgraded when opened
 _HEADER_V2 = struct.Struct(">20sIII")
 HOLDER_BYTES = 64
+MAX_EPOCH = (1 << 64) - 1  # the header's epoch field is 64 bits
 LEASE_WAIT_S = 10.0  # wall time a lease taker waits for writes in flight under the old lease
 _FLOCK = "hhqqi4x"  # struct flock on Linux x86-64/aarch64: type, whence, start, len, pid
 HEADER_BYTES = 4096  # the header's region at the start; its copy fills the last HEADER_BYTES
@@ -110,7 +111,8 @@ class NativeStorageTransport(Transport):
         when both header copies are damaged or the file is shorter than its header says (in
         both cases nothing is written: the data stays for recovery), EINVAL for a bad geometry
         asked of a new file, EBUSY when a write of the previous incarnation stays in flight
-        for `lease_wait_s` (its process is stopped mid-write: the lease is not taken)."""
+        for `lease_wait_s` (its process is stopped mid-write: the lease is not taken), EOVERFLOW
+        when the header's epoch is already the largest it can hold."""
         self.path = Path(path)
         self.device = device
         self.name = f"native:storage:{self.path}"
@@ -178,6 +180,10 @@ class NativeStorageTransport(Transport):
             if not isinstance(backup, tuple):
                 self.notes.append(f"block-file header copy damaged ({backup}): rewritten")
             epoch = max(h[2] for h in valid) + 1
+            if epoch > MAX_EPOCH:  # a damaged or forged lease: no newer incarnation can be told apart
+                raise OSError(errno.EOVERFLOW, f"{self.path}: the lease's epoch {epoch - 1} is the largest "
+                                               "a header holds: no newer incarnation can take it; not "
+                                               "opened, kept for recovery")
             self._write_headers(pack_header(*geometry, epoch, self.holder), file_bytes(*geometry))
             return geometry[0], geometry[1], epoch
         if not self._blank(size):

@@ -64,6 +64,10 @@ class SatelliteUnavailable(LookupError):
     its actor unavailable or dead."""
 
 
+class SchedulerUnavailable(LookupError):
+    """The run's scheduler actor did not answer in time, or Ray reports it unavailable or dead."""
+
+
 SCHEDULER_CAPABILITIES = ("observe", "read", "write", "run")  # live batteries and dispatch, no more
 
 
@@ -133,6 +137,9 @@ class ConstellationRun:
     state_lock: Any = field(default_factory=threading.RLock, repr=False)
     supervising_lock: Any = field(default_factory=threading.Lock, repr=False)
     _incidents_reported: int = 0
+    speed: float = 1.0  # simulated seconds per wall second (bounds the waits of ISL requests)
+    deploy_timeout_s: float = 60.0
+    scheduler_timeout_s: float = 30.0  # wall seconds submit and tasks wait for the scheduler actor  # wall seconds `control_many` (deploy) waits for a host by default
 
     @classmethod
     def up(cls, config_path: str | Path, hosts: int = 2, speed: float = 60.0, hours: float = 4.0,
@@ -200,7 +207,7 @@ class ConstellationRun:
         run = cls(str(config_path), ids, owner_of, [], started_ray, 0.0, plan, placement, names,
                   state_dir=None if state_path is None else str(state_path), owns_state_dir=owns_state_dir,
                   on_node_loss=on_node_loss, max_restarts=max_restarts, call_timeout_s=call_timeout_s,
-                  operator=operator)
+                  operator=operator, speed=float(speed))
         for index, group in enumerate(groups):
             spec = HostSpec(str(Path(config_path).resolve()), tuple(group), speed,
                             constellation.epoch_utc_s, anchor, hours, plan_json, tuple(trusted_keys_pem),
@@ -274,7 +281,8 @@ class ConstellationRun:
         return cls(first["config_path"], tuple(first["members"]), owner_of, actors, False, 0.0,
                    ContactPlan.from_json(first["plan_json"]), names=names, nodes=nodes,
                    state_dir=first["state_dir"], supervising=False, call_timeout_s=call_timeout_s,
-                   operator=None if operator_key is None else OperatorSigner(operator_key))
+                   operator=None if operator_key is None else OperatorSigner(operator_key),
+                   speed=float(first.get("speed") or 1.0))
 
     # -- node loss -------------------------------------------------------------------------------
     def check(self) -> list[dict[str, Any]]:
@@ -364,8 +372,9 @@ class ConstellationRun:
                      timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Signed control requests (satellite, op, args) through the one table, by Ray calls
         to their hosts (one call per host); their results {ok, value | errno, error[, refused]},
-        in order. Raises KeyError, LookupError as `_actor`, PermissionError without a key,
-        GetTimeoutError and RayActorError from Ray."""
+        in order, each host waited for at most `timeout_s` (default `deploy_timeout_s`). Raises
+        KeyError, LookupError as `_actor`, PermissionError without a key, SatelliteUnavailable
+        naming a host that did not answer in time or that Ray reports dead or unavailable."""
         by_host: dict[int, list[int]] = {}
         signed = []
         for position, (satellite, op, args) in enumerate(requests):
@@ -375,8 +384,11 @@ class ConstellationRun:
         refs = {index: self.actors[index].control.remote([signed[p] for p in positions])
                 for index, positions in by_host.items()}
         results: list[dict[str, Any]] = [{}] * len(requests)
+        deadline = time.monotonic() + (self.deploy_timeout_s if timeout_s is None else timeout_s)
         for index, positions in by_host.items():
-            for position, result in zip(positions, ray.get(refs[index], timeout=timeout_s)):
+            satellite = requests[positions[0]][0]
+            answered = self._bounded(satellite, refs[index], max(0.0, deadline - time.monotonic()))
+            for position, result in zip(positions, answered):
                 results[position] = result
         return results
 
@@ -403,14 +415,35 @@ class ConstellationRun:
     def request(self, gateway: str, targets: list[str], op: str, args: dict[str, Any] | None = None,
                 ttl_s: float = CLIENT_TTL_S) -> list[dict[str, Any]]:
         """A signed control request from `gateway` to each target over the ISL network
-        (`SatelliteHost.request`, port 0), all at once; the answers in order."""
+        (`SatelliteHost.request`, port 0), all at once; the answers in order. Bounded: the
+        host's own wait for the replies (2 TTL of simulated time, + 5 s) plus `call_timeout_s`.
+        Raises KeyError, LookupError as `_actor`, SatelliteUnavailable when the gateway's host
+        does not answer by then."""
         actor = self._actor(gateway)
-        return ray.get([actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s)
-                        for t in targets])
+        refs = [actor.request.remote(gateway, t, self._sign(t, op, args, via=gateway), ttl_s) for t in targets]
+        return self._bounded(gateway, refs, self.call_timeout_s + 2.0 * ttl_s / self.speed + 5.0)
 
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
-        return ray.get(self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s))
+        """A client's message from `gateway`, within `call_timeout_s`. Raises KeyError,
+        LookupError as `_actor`, SatelliteUnavailable when the gateway's host does not answer,
+        OSError(EINVAL) for a bad port (port 0 included)."""
+        return self._bounded(gateway, self._actor(gateway).send_from.remote(gateway, target, port, message, ttl_s),
+                             self.call_timeout_s)
+
+    def _bounded(self, satellite: str, refs: Any, timeout_s: float) -> Any:
+        """ray.get within `timeout_s`; SatelliteUnavailable naming the host otherwise."""
+        try:
+            return ray.get(refs, timeout=timeout_s)
+        except GetTimeoutError:
+            why = f"no answer within {timeout_s:g} s (stopped or stuck)"
+        except RayActorError as exc:
+            why = f"{type(exc).__name__}: Ray reports the host actor " + \
+                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        index = self.owner_of[satellite]
+        self.unanswered = {self.names[index]: why}
+        raise SatelliteUnavailable(f"{satellite} did not answer: host {self.names[index]} on node "
+                                   f"{self.nodes.get(index, '?')[:12]}: {why}")
 
     def status(self) -> list[dict[str, Any]]:
         """One row per satellite, within `call_timeout_s`, with where it runs ("node": short
@@ -520,11 +553,24 @@ class ConstellationRun:
         return self.scheduler
 
     def submit(self, task: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
-        """Hand a task to the scheduler: its record (placed, or refused with the reason)."""
-        return ray.get(self._scheduler().submit.remote(task, submitted_by))
+        """Hand a task to the scheduler: its record (placed, or refused with the reason).
+        Raises LookupError without a scheduler, SchedulerUnavailable when it does not answer
+        within `scheduler_timeout_s`."""
+        return self._ask_scheduler(self._scheduler().submit.remote(task, submitted_by))
 
     def tasks(self) -> list[dict[str, Any]]:
-        return ray.get(self._scheduler().tasks.remote())
+        """Every task's record. Raises as `submit`."""
+        return self._ask_scheduler(self._scheduler().tasks.remote())
+
+    def _ask_scheduler(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref, timeout=self.scheduler_timeout_s)
+        except GetTimeoutError:
+            why = f"no answer within {self.scheduler_timeout_s:g} s (stopped or stuck)"
+        except RayActorError as exc:
+            why = f"{type(exc).__name__}: Ray reports the scheduler actor " + \
+                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        raise SchedulerUnavailable(f"the scheduler did not answer: {why}")
 
     def down(self) -> None:
         """Stop the supervisor, every kernel and host; shut Ray down if this run started it;

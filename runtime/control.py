@@ -21,13 +21,18 @@ one for another satellite ("wrong_satellite"), one whose key is no operator key 
 signature does not verify ("bad_signature"), one that came over the ISL network from another
 gateway than it was signed for ("wrong_route"), one whose sequence number it has seen
 ("replayed") or that is more than 64 behind the highest it has seen ("too_old": an anti-replay
-window per operator key and satellite, `runtime.replay_window`), an unknown operation
+window per operator key and satellite, `runtime.replay_window`), one numbered more than a day
+ahead of the satellite's Unix clock ("too_new": accepted, it would lock its key out for good), one whose window cannot be
+written to the satellite's file system ("window_not_kept", e.g. ENOSPC: fail closed), an unknown operation
 ("unknown_op"), and an operation whose capability the key was not granted ("not_permitted").
 An authentic, fresh request consumes its sequence number whatever its fate after that.
 
 Across a reboot: the window of each operator key is written to the satellite's file system
-(`/etc/control/<key id>.window`) before the operation runs, and read back the first time the
-key is seen after a boot, so a request recorded before the reboot stays refused after it.
+(`/etc/control/<key id>.window`) before the operation runs (a request whose window cannot be
+written is refused), and read back the first time the key is seen after a boot, so a request
+recorded before the reboot stays refused after it. A key with no window on the file system
+starts at the table's `fresh_floor` (the host's start, on Ray): storage that did not survive a
+restart (in memory) reopens no number signed before it.
 Sequence numbers are derived from time (`OperatorSigner`: microseconds of the Unix clock, and
 always above the signer's last one), so a signer started again (another CLI command) continues
 above the numbers its predecessors used without keeping any state.
@@ -62,7 +67,8 @@ WINDOW_DIR = "/etc/control"
 MAX_SEQUENCE = (1 << 63) - 1
 MAX_LOG_EVENTS = 10_000
 REFUSALS = ("malformed", "unsigned", "wrong_satellite", "unknown_key", "bad_signature", "wrong_route",
-            "replayed", "too_old", "unknown_op", "not_permitted")
+            "replayed", "too_old", "too_new", "window_not_kept", "unknown_op", "not_permitted")
+MAX_AHEAD_S = 86_400.0  # a sequence number more than this ahead of the satellite's Unix clock is refused
 
 
 class ControlTarget(Protocol):
@@ -272,9 +278,17 @@ class ControlTable:
     check, perform, count. `targets(satellite)` gives the `ControlTarget` of a hosted satellite
     (KeyError otherwise)."""
 
-    def __init__(self, keyring: Keyring, targets: Callable[[str], ControlTarget]) -> None:
+    def __init__(self, keyring: Keyring, targets: Callable[[str], ControlTarget],
+                 fresh_floor: int | None = None, now_s: Callable[[], float] = time.time) -> None:
+        """`fresh_floor`: a sequence number (microseconds of the Unix clock, as `OperatorSigner`
+        numbers them) at or below which a key with no window on a satellite's file system is
+        refused ("too_old"): the host's start, so that a host whose satellites' storage did not
+        survive its restart (in memory, or a new block file) does not accept again what an
+        earlier instance accepted. None: no floor (a window never written starts empty)."""
         self.keyring = keyring
         self.targets = targets
+        self.fresh_floor = fresh_floor
+        self._now_s = now_s  # the Unix clock a sequence number may not run ahead of by MAX_AHEAD_S
         self.counters: dict[str, ControlCounters] = {}
         self._windows: dict[tuple[str, str], ReplayWindow] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -347,6 +361,11 @@ class ControlTable:
         if via is not None and request.get("via") != via:
             raise Refused(errno.EACCES, "wrong_route", f"{satellite}: control request signed to come "
                                                        f"via {request.get('via')!r} came via {via!r}")
+        ahead_s = seq / 1_000_000 - self._now_s()
+        if ahead_s > MAX_AHEAD_S:  # accepted, it would lock the key out of this satellite for good
+            raise Refused(errno.EACCES, "too_new", f"{satellite}: control request {seq} of key {key} is "
+                          f"{ahead_s:.0f} s ahead of this satellite's clock (at most {MAX_AHEAD_S:.0f} s): "
+                          "is the signer's clock wrong?")
         with self._satellite_lock(satellite):
             window = self._window(satellite, key, target)
             verdict = window.verdict(seq)
@@ -374,8 +393,9 @@ class ControlTable:
                 try:
                     kept = json.loads(fs.read_file(f"{WINDOW_DIR}/{key}.window"))
                     window = ReplayWindow(int(kept["highest"]), int(kept["bits"]))
-                except OSError:
-                    pass  # never written: this key was not seen on this file system
+                except OSError:  # never written: this key was not seen on this file system
+                    if self.fresh_floor is not None:
+                        window = ReplayWindow(self.fresh_floor, (1 << window.size) - 1)
                 except (ValueError, KeyError, TypeError):
                     # unreadable: refuse everything up to now rather than reopen old numbers
                     window = ReplayWindow(int(time.time() * 1_000_000), (1 << 64) - 1)
@@ -386,9 +406,17 @@ class ControlTable:
         return window
 
     def _keep(self, target: ControlTarget, key: str, window: ReplayWindow) -> None:
+        """Write the window to the satellite's file system before the request runs. Raises
+        Refused("window_not_kept") when it cannot be written: a request that ran without its
+        number kept would be accepted again after a reboot (fail closed)."""
         fs = target.kernel.fs
         if fs is None:
             return  # a satellite in memory only forgets everything at its next boot anyway
+        if target.kernel.state not in ("running", "fenced"):
+            # halted for a reset (its storage closed), booting or stopping: this table's window,
+            # which outlives the kernel, holds the number until the next request after the boot
+            # writes it; a restart of the host meanwhile is covered by `fresh_floor`
+            return
         try:
             fs.mkdir(WINDOW_DIR, "runtime", parents=True)
             fs.write_file(f"{WINDOW_DIR}/{key}.window",
@@ -396,6 +424,10 @@ class ControlTable:
         except OSError as exc:
             target.kernel.events.emit("CONTROL_WINDOW_NOT_KEPT", "error", "runtime",
                                       f"anti-replay window of key {key} not written: {exc}")
+            raise Refused(exc.errno or errno.EIO, "window_not_kept",
+                          f"{target.kernel.satellite_id}: control request refused: its anti-replay "
+                          f"window could not be kept ({exc.strerror or exc}), so it could be replayed "
+                          "after a reboot") from None
 
 
 def result_value(result: dict[str, Any], satellite: str) -> Any:

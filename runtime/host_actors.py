@@ -7,10 +7,12 @@ facade are elsewhere.
 from __future__ import annotations
 
 import errno
+import time
 from concurrent.futures import Future
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError
 from cryptography.hazmat.primitives import serialization
 
 from orbitos.runtime.control import OperatorSigner
@@ -51,6 +53,7 @@ class SchedulerProxy:
             pass
 
 
+REQUEST_SLACK_S = 10.0  # wall seconds a dispatch request may take beyond the host's own wait
 SOC_READ_TIMEOUT_S = 5.0  # wall seconds: a host that does not answer by then is read from the forecast
 
 
@@ -67,6 +70,7 @@ class SchedulerActor:
         from orbitos.sim_hw.clock import WallClock
 
         self._owner_of, self._names = owner_of, dict(names)
+        self._speed = spec.speed
         self._operator = OperatorSigner(serialization.load_pem_private_key(operator_pem, password=None))
         constellation = load_constellation(config_path)
         world = World(constellation, hours, 60.0)
@@ -80,8 +84,27 @@ class SchedulerActor:
         return ray.get_actor(self._names[self._owner_of[satellite]], namespace=NAMESPACE)
 
     def _request(self, gateway: str, target: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A control request through the gateway's host, bounded: the host's own wait for the
+        reply (2 TTL of simulated time) plus REQUEST_SLACK_S of wall time. Raises
+        OSError(ETIMEDOUT) when the host does not answer by then (stopped, or too busy; the
+        dispatch retries it), except for "run": it may have started, so OSError(EREMOTEIO), which
+        the dispatch does not retry (a task runs at most once)."""
         signed = self._operator.sign(target, op, args, via=gateway)
-        return ray.get(self._host(gateway).request.remote(gateway, target, signed))
+        bound_s = 2.0 * CLIENT_TTL_S / self._speed + 5.0 + REQUEST_SLACK_S
+        call = self._host(gateway).request.remote(gateway, target, signed)
+        try:
+            return ray.get(call, timeout=bound_s)
+        except GetTimeoutError:
+            try:
+                ray.cancel(call)  # if it is still queued, it never runs
+            except Exception:  # noqa: BLE001 - nothing more to do about a call that did not answer
+                pass
+            if op == "run":
+                raise OSError(errno.EREMOTEIO, f"{gateway}'s host did not answer {op} on {target} within "
+                                               f"{bound_s:.0f} s: whether it started is unknown, so it is "
+                                               "not retried") from None
+            raise OSError(errno.ETIMEDOUT, f"{gateway}'s host did not answer {op} on {target} within "
+                                           f"{bound_s:.0f} s") from None
 
     def _read_soc(self, satellites: list[str]) -> dict[str, float]:
         """The state of charge now of each satellite, from its host's status (one call per
@@ -141,7 +164,10 @@ class SatelliteHostActor:
         self._owner_of = owner_of
         self._names = dict(names)
         self._handles: dict[int, Any] = {}
-        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy(), remote_laser=self._remote_laser)
+        # requests signed before this process started are refused for keys whose window its
+        # satellites' storage does not hold (memory storage is new at every restart)
+        self.host = SatelliteHost(spec, self._remote_deliver, SchedulerProxy(), remote_laser=self._remote_laser,
+                                  replay_floor_s=time.time())
         if ray.get_runtime_context().was_current_actor_reconstructed:
             reboot_reason = "the host process died and Ray restarted it"
         self.booted: dict[str, Any] | None = None

@@ -67,6 +67,7 @@ RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
+ENDS_KEPT = 256  # ends of processes not (yet) known as started by "run", kept for run_once to match
 _LOG = logging.getLogger("orbitos.host")
 ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
 
@@ -136,18 +137,21 @@ class _RemoteLaser:
 class SatelliteHost:
     def __init__(self, spec: HostSpec, remote_deliver: RemoteDeliver | None = None,
                  scheduler: Any = None, clock: SimClock | None = None,
-                 remote_laser: RemoteLaser | None = None) -> None:
+                 remote_laser: RemoteLaser | None = None, replay_floor_s: float | None = None) -> None:
         """`clock`: the host's clock (tests pass a VirtualClock); by default a WallClock at the
         spec's speed anchored at its Unix instant. `remote_laser(satellite, peer, start, end)`
         charges the laser of a satellite hosted elsewhere for traffic this host's network
-        carries over it (fire and forget); without it, such hop ends count `laser_uncharged`."""
+        carries over it (fire and forget); without it, such hop ends count `laser_uncharged`.
+        `replay_floor_s` (Unix time): control requests signed before it are refused for a key
+        whose anti-replay window is not on the satellite's file system (`ControlTable`)."""
         self.spec = spec
         self.scheduler = scheduler
         constellation = load_constellation(spec.config_path)
         self.clock = clock if clock is not None else WallClock(spec.speed, spec.start_utc_s,
                                                                spec.anchor_unix_s)
         keyring = host_keyring(spec)
-        self.control_table = ControlTable(keyring, self._target)
+        self.control_table = ControlTable(keyring, self._target, None if replay_floor_s is None
+                                          else int(replay_floor_s * 1_000_000))
         self.network = IslNetwork(ContactPlan.from_json(spec.plan_json), self.clock)
         start, end = spec.start_utc_s, spec.start_utc_s + spec.hours * 3600.0
         faults = constellation.fault_schedule(start, end)
@@ -183,7 +187,8 @@ class SatelliteHost:
         self._run_pids: set[tuple[str, int]] = set()
         self._recent_ends: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._ends_lock = threading.Lock()
-        self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        # request id -> (answered, answers, the target whose reply is awaited)
+        self._pending: dict[str, tuple[threading.Event, list[dict[str, Any]], str]] = {}
         self._pending_lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self._host_tag = uuid.uuid4().hex[:8]
@@ -222,6 +227,10 @@ class SatelliteHost:
             old.shutdown(timeout_s=5.0)
         old.events.unlisten(old._publish_event)
         kernel = self._new_kernel(satellite, events=old.events)
+        with self._ends_lock:  # the new kernel numbers its processes from the start again: an end
+            # kept from the old one must not be taken for a new "run" that gets the same pid
+            for key in [k for k in self._recent_ends if k[0] == satellite]:
+                del self._recent_ends[key]
         kernel.events.emit("REBOOTED", "warning", "runtime", f"{satellite} rebooted: {reason}",
                            reason=reason[:200])
         self.kernels[satellite] = kernel
@@ -277,7 +286,7 @@ class SatelliteHost:
             if kernel.state != "running":
                 raise OSError(errno.ECONNREFUSED, f"{satellite} is {kernel.state}")
             if port == CONTROL_PORT:
-                self._control(satellite, message)
+                self._control(satellite, message, sender)
             else:
                 kernel.deliver(port, message, sender)
         return deliver
@@ -298,16 +307,18 @@ class SatelliteHost:
             return False
 
     # -- control requests over the ISL network ------------------------------------------------
-    def _control(self, satellite: str, message: Any) -> None:
+    def _control(self, satellite: str, message: Any, sender: str) -> None:
         """A control request for `satellite` (performed off the network's thread) or a reply
-        for a request this host sent. Raises ECONNREFUSED for anything else."""
+        for a request this host sent, taken only from the satellite the request went to (its
+        sender is that satellite's id; a message an app or a client forged is not). Raises
+        ECONNREFUSED for anything else."""
         if not isinstance(message, dict) or message.get("kind") not in ("request", "reply"):
             raise OSError(errno.ECONNREFUSED, f"{satellite}: port {CONTROL_PORT} takes control "
                                               "requests and replies only")
         if message["kind"] == "reply":
             with self._pending_lock:
                 waiting = self._pending.get(message.get("id"))
-            if waiting is not None:
+            if waiting is not None and sender == waiting[2]:
                 waiting[1].append(message)
                 waiting[0].set()
             return
@@ -367,7 +378,7 @@ class SatelliteHost:
         done = threading.Event()
         answers: list[dict[str, Any]] = []
         with self._pending_lock:
-            self._pending[request_id] = (done, answers)
+            self._pending[request_id] = (done, answers, target)
         try:
             try:
                 receipt = self.network.send(gateway, target, CONTROL_PORT, message, f"client@{gateway}",
@@ -392,8 +403,13 @@ class SatelliteHost:
     def send_from(self, gateway: str, target: str, port: int, message: Any,
                   ttl_s: float = CLIENT_TTL_S) -> dict[str, Any]:
         """A client's message from `gateway` to a port of `target`; the route and its latency,
-        or out of reach with when it would next arrive."""
+        or out of reach with when it would next arrive. Raises OSError(EINVAL) for port 0
+        (control requests go through `request`, signed) or a bad port, KeyError for an unknown
+        gateway or target."""
         self.kernel(gateway)
+        if port == CONTROL_PORT:
+            raise OSError(errno.EINVAL, f"port {CONTROL_PORT} carries signed control requests and their "
+                                        "replies only (use request)")
         try:
             receipt = self.network.send(gateway, target, port, message, f"client@{gateway}", ttl_s=ttl_s)
         except OSError as exc:

@@ -398,14 +398,18 @@ def test_replay_window_jumps_far_without_growing():
     assert window.verdict(10**15 - 1) is None
 
 
-def test_a_window_that_cannot_be_kept_is_an_event_and_the_request_runs():
+def test_a_window_that_cannot_be_kept_is_an_event_and_the_request_is_refused():
+    # fail closed (attack on "no replay is ever accepted"): a request that ran without its number
+    # kept would be accepted again after a reboot
     host = make_host(None, satellites=("TB05",))
     try:
         fs = host.kernel("TB05").fs
         fs.mkdir("/etc", "kernel", parents=True)
         fs.write_file("/etc/control", b"a file where the directory goes", "kernel", None)
-        assert do(host, ADMIN, "TB05", "status")["ok"]
+        refused = do(host, ADMIN, "TB05", "status")
+        assert refused["refused"] == "window_not_kept" and "anti-replay window" in refused["error"], refused
         assert any(e.event_id == "CONTROL_WINDOW_NOT_KEPT" for e in host.kernel("TB05").events.events())
+        assert host.kernel("TB05").housekeeping()["control"]["refused"] == {"window_not_kept": 1}
     finally:
         host.shutdown()
 
