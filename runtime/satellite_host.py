@@ -69,7 +69,6 @@ CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out 
 CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
 ENDS_KEPT = 256  # ends of processes not (yet) known as started by "run", kept for run_once to match
 _LOG = logging.getLogger("orbitos.host")
-ENDS_KEPT = 256  # ends of processes not (yet) known to be started by "run", kept for a late match
 
 
 @dataclass(frozen=True)
