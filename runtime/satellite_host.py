@@ -66,7 +66,6 @@ from orbitos.sim_hw.wire import encode
 RemoteDeliver = Callable[[str, int, Any, str], "Future[bool] | None"]
 CONTROL_PORT = 0  # apps bind 1..65535: port 0 carries the runtime's control requests and replies
 CLIENT_TTL_S = 120.0  # a control request that cannot arrive within this is out of reach
-CONTROL_OPS = ("status", "ps", "logs", "deploy", "read", "write", "listdir")
 ENDS_KEPT = 256  # ends of processes not (yet) known as started by "run", kept for run_once to match
 _LOG = logging.getLogger("orbitos.host")
 
