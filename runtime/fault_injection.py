@@ -46,6 +46,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from orbitos.runtime.timed_events import serve_due
 from orbitos.sim_hw.contact_plan import ContactPlan
 from orbitos.sim_hw.faults import FaultSchedule
 
@@ -230,24 +231,18 @@ class FaultInjector:
         self._wake.set()
 
     def _loop(self) -> None:
-        while self._running:
+        serve_due(self.clock, self._lock, self._queue, self._wake, lambda: self._running, self._handle)
+
+    def _handle(self, entry: tuple[Any, ...]) -> None:
+        _, _, action, ident, fault = entry
+        try:
+            self._start(ident, fault) if action == "start" else self._end(ident, fault)
+        except Exception as exc:  # noqa: BLE001 - one fault that cannot be applied stops no other
             with self._lock:
-                due = self._queue[0][0] if self._queue else None
-            now = self.clock.now()
-            if due is None or due > now:
-                self._wake.clear()
-                self.clock.wait(self._wake, None if due is None else due - now)
-                continue
-            with self._lock:
-                _, _, action, ident, fault = heapq.heappop(self._queue)
-            try:
-                self._start(ident, fault) if action == "start" else self._end(ident, fault)
-            except Exception as exc:  # noqa: BLE001 - one fault that cannot be applied stops no other
-                with self._lock:
-                    self.counters["errors"] += 1
-                self._emit_quietly(fault, "FAULT_FAILED", "error", f"{fault.kind} on {fault.target} not "
-                           f"{'applied' if action == 'start' else 'cleared'}: {type(exc).__name__}: "
-                           f"{str(exc)[:200]}")
+                self.counters["errors"] += 1
+            self._emit_quietly(fault, "FAULT_FAILED", "error", f"{fault.kind} on {fault.target} not "
+                       f"{'applied' if action == 'start' else 'cleared'}: {type(exc).__name__}: "
+                       f"{str(exc)[:200]}")
 
     # -- applying -------------------------------------------------------------------------------------
     def _local(self, satellite: str | None) -> bool:

@@ -47,6 +47,7 @@ from typing import Any, Callable, Protocol
 from orbitos.runtime.link_crypto import (HEADER_BYTES, TAG_BYTES, FrameRejected, LinkSession, MessageBinding,
                                  SatelliteIdentity, SealedFrame, establish)
 from orbitos.runtime.routing import ContactGraphRouter, Hop, Route
+from orbitos.runtime.timed_events import serve_due
 from orbitos.sim_hw.clock import SimClock
 from orbitos.sim_hw.contact_plan import ContactPlan
 from orbitos.sim_hw.wire import decode_body, encode
@@ -207,24 +208,18 @@ class IslNetwork:
 
     # -- the event loop -------------------------------------------------------------------------
     def _loop(self) -> None:
-        while self._running:
+        serve_due(self.clock, self._lock, self._events, self._wake, lambda: self._running, self._handle)
+
+    def _handle(self, entry: tuple[Any, ...]) -> None:
+        _, _, event = entry
+        try:
+            if event[0] == "depart":
+                self._depart(*event[1:])
+            else:
+                self._arrive(*event[1:])
+        except Exception:  # a fault in one message must not stop the network: count it
             with self._lock:
-                due = self._events[0][0] if self._events else None
-            now = self.clock.now()
-            if due is None or due > now:
-                self._wake.clear()
-                self.clock.wait(self._wake, None if due is None else due - now)
-                continue
-            with self._lock:
-                _, _, event = heapq.heappop(self._events)
-            try:
-                if event[0] == "depart":
-                    self._depart(*event[1:])
-                else:
-                    self._arrive(*event[1:])
-            except Exception:  # a fault in one message must not stop the network: count it
-                with self._lock:
-                    self.counters["faults"] += 1
+                self.counters["faults"] += 1
 
     def _depart(self, route: Route, index: int, binding: MessageBinding, payload: bytes) -> None:
         """A hop leaves: seal it now (the next sequence number of its link), draw the lasers."""
