@@ -586,9 +586,11 @@ class ConstellationRun:
         except (LookupError, GetTimeoutError, RayActorError):
             pass  # no scheduler, or one that cannot answer: nothing more to stop
         self.scheduler = None
-        live = self.live_actors()
+        # a host that does not answer a ping within call_timeout_s is stuck (stopped, hung): it is
+        # killed below without waiting; the others get up to a minute to stop their kernels
+        answering, _ = self._gather("node_id")
         try:
-            ray.get([actor.shutdown.remote() for actor in live], timeout=60.0)
+            ray.get([self.actors[index].shutdown.remote() for index in answering], timeout=60.0)
         except (GetTimeoutError, RayActorError):
             pass  # a host that cannot answer is killed below all the same
         for actor in self.actors:

@@ -59,3 +59,22 @@ def test_requests_and_messages_through_a_stopped_host_are_bounded(local_ray):
     finally:
         os.kill(pid, signal.SIGCONT)
         run.down()
+
+
+def test_down_does_not_wait_a_minute_for_a_stopped_host(local_ray):
+    """`down` pings the hosts first: a stopped one (SIGSTOP) is killed at once instead of being
+    waited on for the minute the others get to stop their kernels (before: 60 s and more)."""
+    run = ConstellationRun.up(CONFIG, hosts=2, speed=600.0, hours=1.0, satellites=SATELLITES,
+                              housekeeping_period_s=60.0, call_timeout_s=1.0, persist=False)
+    pid = ray.get(run.actors[1].__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        run.down()
+        assert time.monotonic() - started < 30.0
+        assert run.actors == []
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # killed by down, as it should be
