@@ -39,7 +39,7 @@ from typing import Any, Callable
 import ray
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from orbitos.kernel.image import OPERATE_CAPABILITIES, ImageError
 from orbitos.runtime.control import OperatorSigner, result_value
@@ -47,7 +47,7 @@ from orbitos.runtime.fault_injection import check_fault
 from orbitos.runtime.host_actors import HOST_ACTOR_CLASS, SCHEDULER_ACTOR_CLASS
 from orbitos.runtime.placement import PLACEMENTS, PlacementError, host_groups, restrict_plan
 from orbitos.runtime.ray_cluster import (HOST_NAME, HOST_PREFIX, NAMESPACE, SATELLITE_LABEL, SCHEDULER_NAME,
-                                 labelled_nodes, mark_stopping, start_ray)
+                                         labelled_nodes, mark_stopping, start_ray, wait_all, why_unanswered)
 from orbitos.runtime.satellite_host import CLIENT_TTL_S, HostSpec
 from orbitos.runtime.supervision import Supervisor, supervise
 from orbitos.sim_hw.constellation import load_constellation
@@ -256,15 +256,8 @@ class ConstellationRun:
             raise LookupError("no orbitos constellation runs on this Ray cluster (start one with "
                               "`orbitos up CONFIG`)")
         handles = [ray.get_actor(name, namespace=NAMESPACE) for name in found]
-        refs = [h.describe.remote() for h in handles]
-        ready = set(ray.wait(refs, num_returns=len(refs), timeout=call_timeout_s)[0])
-        described = []
-        for ref in refs:
-            if ref in ready:
-                try:
-                    described.append(ray.get(ref, timeout=0))
-                except RayActorError:
-                    continue  # a host Ray reports unavailable: its rows say so
+        answers, _ = wait_all({i: h.describe.remote() for i, h in enumerate(handles)}, call_timeout_s)
+        described = [answers[i] for i in sorted(answers)]  # a host that did not answer: its rows say so
         if not described:
             raise LookupError(f"no host of the orbitos constellation answered within {call_timeout_s:g} s "
                               f"({', '.join(found)}): stopped, stuck or restarting")
@@ -311,20 +304,7 @@ class ConstellationRun:
                        if i not in self.lost and i not in self.moving}
         refs = {i: getattr(actor, method).remote(*(args if args_of is None else args_of(i)))
                 for i, (actor, _) in targets.items()}
-        ready = set(ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)[0]) if refs else set()
-        answers: dict[int, Any] = {}
-        failed: dict[int, str] = {}
-        for index, ref in refs.items():
-            if ref not in ready:
-                failed[index] = f"no answer within {timeout:g} s (stopped or stuck)"
-                continue
-            try:
-                answers[index] = ray.get(ref, timeout=0)
-            except RayActorError as exc:
-                failed[index] = f"{type(exc).__name__}: Ray reports the host actor " + \
-                    ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
-            except Exception as exc:  # an error inside the host: reported, not raised
-                failed[index] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        answers, failed = wait_all(refs, timeout)
         self.unanswered = {targets[i][1]: why for i, why in failed.items()}
         return answers, failed
 
@@ -333,17 +313,7 @@ class ConstellationRun:
         unknown satellite, LookupError for a lost one, SatelliteUnavailable when its host is
         moving or does not answer; what the host raises for bad arguments."""
         actor = self._actor(satellite)
-        index = self.owner_of[satellite]
-        try:
-            return ray.get(getattr(actor, method).remote(*args), timeout=self.call_timeout_s)
-        except GetTimeoutError:
-            why = f"no answer within {self.call_timeout_s:g} s (stopped or stuck)"
-        except RayActorError as exc:
-            why = f"{type(exc).__name__}: Ray reports the host actor " + \
-                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
-        self.unanswered = {self.names[index]: why}
-        raise SatelliteUnavailable(f"{satellite} did not answer: host {self.names[index]} on node "
-                                   f"{self.nodes.get(index, '?')[:12]}: {why}")
+        return self._bounded(satellite, getattr(actor, method).remote(*args), self.call_timeout_s)
 
     # -- control --------------------------------------------------------------------------------
     def _actor(self, satellite: str) -> Any:
@@ -435,11 +405,8 @@ class ConstellationRun:
         """ray.get within `timeout_s`; SatelliteUnavailable naming the host otherwise."""
         try:
             return ray.get(refs, timeout=timeout_s)
-        except GetTimeoutError:
-            why = f"no answer within {timeout_s:g} s (stopped or stuck)"
-        except RayActorError as exc:
-            why = f"{type(exc).__name__}: Ray reports the host actor " + \
-                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        except (GetTimeoutError, RayActorError) as exc:
+            why = why_unanswered(exc, timeout_s)
         index = self.owner_of[satellite]
         self.unanswered = {self.names[index]: why}
         raise SatelliteUnavailable(f"{satellite} did not answer: host {self.names[index]} on node "
@@ -565,11 +532,8 @@ class ConstellationRun:
     def _ask_scheduler(self, ref: Any) -> Any:
         try:
             return ray.get(ref, timeout=self.scheduler_timeout_s)
-        except GetTimeoutError:
-            why = f"no answer within {self.scheduler_timeout_s:g} s (stopped or stuck)"
-        except RayActorError as exc:
-            why = f"{type(exc).__name__}: Ray reports the scheduler actor " + \
-                ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+        except (GetTimeoutError, RayActorError) as exc:
+            why = why_unanswered(exc, self.scheduler_timeout_s, "scheduler actor")
         raise SchedulerUnavailable(f"the scheduler did not answer: {why}")
 
     def down(self) -> None:

@@ -16,7 +16,7 @@ from ray.exceptions import GetTimeoutError
 from cryptography.hazmat.primitives import serialization
 
 from orbitos.runtime.control import OperatorSigner
-from orbitos.runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME
+from orbitos.runtime.ray_cluster import NAMESPACE, SCHEDULER_NAME, wait_all
 from orbitos.runtime.satellite_host import CLIENT_TTL_S, HostSpec, SatelliteHost
 from orbitos.sim_hw.constellation import load_constellation
 from orbitos.sim_hw.world import World
@@ -119,16 +119,13 @@ class SchedulerActor:
             except ValueError:
                 continue
             calls[index] = handle.control.remote([self._operator.sign(s, "status", {}) for s in members])
-        wanted, soc, errors = set(satellites), {}, []
-        for index, call in calls.items():
-            try:
-                results = ray.get(call, timeout=SOC_READ_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - a host down or slow: the others still count
-                errors.append(f"{self._names[index]}: {type(exc).__name__}")
-                continue
+        answers, failed = wait_all(calls, SOC_READ_TIMEOUT_S)  # a host down or slow: the others count
+        wanted, soc = set(satellites), {}
+        for results in answers.values():
             rows = [r.get("value") for r in results if isinstance(r, dict) and r.get("ok")]
             soc.update({r["id"]: r["soc"] for r in rows if isinstance(r, dict) and r.get("id") in wanted
                         and r.get("soc") is not None})
+        errors = [f"{self._names[index]}: {why}" for index, why in failed.items()]
         if not soc and hosts:
             raise OSError(errno.EHOSTUNREACH, f"no host answered: {', '.join(errors) or 'none found'}")
         return soc

@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -63,6 +64,39 @@ def shippable_package() -> str:
         atexit.register(shutil.rmtree, staged.parent, True)
         _STAGED = str(staged)
     return _STAGED
+
+
+def why_unanswered(exc: BaseException, timeout_s: float, actor: str = "host actor") -> str:
+    """What a failed bounded Ray call says about its actor: no answer in time, or dead or
+    unavailable as Ray reports it, or the error raised inside it."""
+    from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+    if isinstance(exc, GetTimeoutError):
+        return f"no answer within {timeout_s:g} s (stopped or stuck)"
+    if isinstance(exc, RayActorError):
+        return f"{type(exc).__name__}: Ray reports the {actor} " + \
+            ("dead" if isinstance(exc, ActorDiedError) else "unavailable")
+    return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+
+
+def wait_all(refs: dict[Any, Any], timeout_s: float) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """The results of Ray calls made at once, waited for together at most `timeout_s` (wall
+    time): (answers by key, what went wrong by key: no answer in time, the actor dead or
+    unavailable, an error inside it). Never raises for a call that fails."""
+    from ray.exceptions import GetTimeoutError
+
+    ready = set(ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)[0]) if refs else set()
+    answers: dict[Any, Any] = {}
+    failed: dict[Any, str] = {}
+    for key, ref in refs.items():
+        if ref not in ready:
+            failed[key] = why_unanswered(GetTimeoutError(), timeout_s)
+            continue
+        try:
+            answers[key] = ray.get(ref, timeout=0)
+        except Exception as exc:  # noqa: BLE001 - an error inside the actor: reported, not raised
+            failed[key] = why_unanswered(exc, timeout_s)
+    return answers, failed
 
 
 STOPPING_KEY = "stopping"
